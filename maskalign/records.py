@@ -1,0 +1,122 @@
+"""One machine-readable record per finished job, the raw material of the paper's tables.
+
+Every job (pre-training, fine-tuning, linear probe, COCO, ADE20K, robustness, speed) writes
+``record.json`` into its own output folder, atomically, so that ``results/make_tables.py`` can
+gather them with a glob. A re-run of the same job overwrites its own record and nobody else's,
+because the path is the job's folder. The schema is documented in ``results/SCHEMA.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import socket
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maskalign.atomic import atomic_write_text
+
+SCHEMA_VERSION = "maskalign.record/1"
+RECORD_FILENAME = "record.json"
+TASKS = ("pretrain", "finetune", "linprobe", "coco", "ade20k", "robustness", "speed")
+
+
+@dataclass
+class Record:
+    """A finished job's result. Field meanings are in ``results/SCHEMA.md``."""
+
+    run_id: str
+    task: str
+    method: str
+    backbone: str
+    supervision: str
+    forward_ratio: float | None = None
+    reconstruct_ratio: float | None = None
+    pt_epochs: int | None = None
+    paper_ref: dict[str, str] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    checkpoint: dict[str, str] | None = None
+    source_checkpoint: dict[str, str] | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    code_version: str = ""
+    host: str = ""
+    start_time: str = ""
+    end_time: str = ""
+    wall_time_s: float | None = None
+    schema: str = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"record: task must be one of {TASKS}, got {self.task!r}")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def code_version() -> str:
+    """The git commit of the code that ran, with ``+dirty`` when the tree had local changes."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if not sha:
+        return "unknown"
+    return sha + ("+dirty" if dirty else "")
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_ref(path: str | os.PathLike) -> dict[str, str]:
+    """How a record points at a checkpoint: its absolute path and content hash."""
+    p = Path(path).resolve()
+    return {"path": str(p), "sha256": file_sha256(p)}
+
+
+def write_record(out_dir: str | os.PathLike, record: Record) -> Path:
+    """Write ``record.json`` into ``out_dir`` atomically, filling host and code version if unset."""
+    if not record.host:
+        record.host = socket.gethostname()
+    if not record.code_version:
+        record.code_version = code_version()
+    if not record.end_time:
+        record.end_time = now_iso()
+    path = Path(out_dir) / RECORD_FILENAME
+    atomic_write_text(path, json.dumps(asdict(record), indent=2, sort_keys=True, default=str) + "\n")
+    return path
+
+
+class RecordError(ValueError):
+    """A record file that cannot be read; the message names the file."""
+
+
+def read_record(path: str | os.PathLike) -> Record:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise RecordError(f"{path}: not a readable JSON record ({e})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
+        raise RecordError(f"{path}: not a {SCHEMA_VERSION} record")
+    try:
+        return Record(**data)
+    except (TypeError, ValueError) as e:
+        raise RecordError(f"{path}: malformed record ({e})") from None
+
+
+def find_records(root: str | os.PathLike) -> list[Path]:
+    return sorted(Path(root).rglob(RECORD_FILENAME))
