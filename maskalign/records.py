@@ -8,6 +8,8 @@ because the path is the job's folder. The schema is documented in ``results/SCHE
 
 from __future__ import annotations
 
+from maskalign.errors import UserError
+
 import datetime as _dt
 import hashlib
 import json
@@ -100,7 +102,7 @@ def write_record(out_dir: str | os.PathLike, record: Record) -> Path:
     return path
 
 
-class RecordError(ValueError):
+class RecordError(UserError):
     """A record file that cannot be read; the message names the file."""
 
 

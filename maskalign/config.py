@@ -1,0 +1,99 @@
+"""Layered configs: ``default.yaml`` <- experiment file(s) <- ``key=value`` overrides.
+
+An experiment file states only what differs from its base (``base: other.yaml``; the chain ends at
+the task's ``default.yaml``). The default is merged in struct mode, so a key that does not exist
+anywhere is refused with one line naming the key and where it came from, instead of being
+silently ignored. The resolved config is saved beside every run's outputs.
+"""
+
+from __future__ import annotations
+
+from maskalign.errors import UserError
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class ConfigError(UserError):
+    """A configuration problem, phrased as one line for the user."""
+
+
+def _load_yaml(path: Path) -> DictConfig:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        cfg = OmegaConf.load(path)
+    except (OmegaConfBaseException, OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot parse YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"{path}: a config file must hold a mapping")
+    return cfg
+
+
+def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)
+    except ConfigKeyError as e:
+        key = getattr(e, "full_key", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{source}: unknown config key '{key}'") from None
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", "")
+        raise ConfigError(f"{source}: bad value for '{key}' ({str(e).splitlines()[0]})") from None
+
+
+def resolve_config_path(name: str | Path, config_dir: Path) -> Path:
+    """A config given by path, or by name (with or without ``.yaml``) inside ``config_dir``."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for cand in (config_dir / p, config_dir / f"{p}.yaml"):
+        if cand.is_file():
+            return cand
+    known = ", ".join(sorted(c.stem for c in config_dir.glob("*.yaml")))
+    raise ConfigError(f"config {str(name)!r} not found (looked in {config_dir}; known: {known})")
+
+
+def load_config(config: str | Path | None, overrides: list[str] | None, config_dir: Path) -> DictConfig:
+    """Resolve ``config_dir/default.yaml`` <- base chain of ``config`` <- ``overrides``."""
+    default = _load_yaml(config_dir / "default.yaml")
+    OmegaConf.set_struct(default, True)
+    chain: list[Path] = []
+    path = resolve_config_path(config, config_dir) if config else None
+    while path is not None and path.resolve() != (config_dir / "default.yaml").resolve():
+        if path in chain:
+            raise ConfigError(f"{path}: circular 'base:' chain")
+        chain.append(path)
+        base = _load_yaml(path).get("base")
+        path = resolve_config_path(base, path.parent) if base else None
+    cfg = default
+    for p in reversed(chain):
+        layer = _load_yaml(p)
+        layer.pop("base", None)
+        cfg = _merge(cfg, layer, str(p))
+    if overrides:
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise ConfigError(f"command line: override {bad[0]!r} is not of the form key=value")
+        try:
+            dot = OmegaConf.from_dotlist(list(overrides))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"command line: cannot parse overrides ({str(e).splitlines()[0]})") from None
+        cfg = _merge(cfg, dot, "command line")
+    if not cfg.get("name"):
+        cfg.name = chain[0].stem if chain else "default"
+    return cfg
+
+
+def to_plain(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    from maskalign.atomic import atomic_write_text
+
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

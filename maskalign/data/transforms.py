@@ -1,0 +1,36 @@
+"""Image transforms of the pre-training recipes (MAE / MaskAlign: random resized crop + flip)."""
+
+from __future__ import annotations
+
+from torchvision import transforms as T
+
+from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
+
+
+def pretrain_transform(img_size: int, scale_min: float = 0.2) -> T.Compose:
+    return T.Compose([
+        T.RandomResizedCrop(img_size, scale=(scale_min, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomHorizontalFlip(),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def eval_transform(img_size: int, crop_pct: float = 0.875) -> T.Compose:
+    """Resize to ``img_size / crop_pct`` (256 for 224), center crop: the MAE evaluation transform."""
+    return T.Compose([
+        T.Resize(int(round(img_size / crop_pct)), interpolation=T.InterpolationMode.BICUBIC),
+        T.CenterCrop(img_size),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+class MultiView:
+    """Applies a transform ``n`` times, for objectives that take several views (LUT)."""
+
+    def __init__(self, *views) -> None:
+        self.views = views
+
+    def __call__(self, img):
+        return [v(img) for v in self.views]

@@ -1,0 +1,1 @@
+"""Training machinery shared by every objective: optimizer groups, schedules, the loop, resume."""
