@@ -1,0 +1,49 @@
+"""Records in, every table (and optionally the figures) out: what ``results/make_tables.py`` runs."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from maskalign.results import DEFAULT_REFERENCE_DIR
+from maskalign.results.collect import collect
+from maskalign.results.reference import load_reference
+from maskalign.results.render import write_table
+from maskalign.results.tables import TableResult, build_all
+
+
+@dataclass
+class Summary:
+    written: list[Path] = field(default_factory=list)
+    tables: dict[str, TableResult] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)  # one line per incomplete table
+    notes: list[str] = field(default_factory=list)  # re-runs set aside, records lacking a metric
+    errors: list[str] = field(default_factory=list)  # unreadable record files, one line each
+    n_records: int = 0
+
+
+def make_tables(
+    root: str | os.PathLike = "output",
+    out: str | os.PathLike = "results",
+    reference_dir: str | os.PathLike = DEFAULT_REFERENCE_DIR,
+    latex: bool = False,
+    figures: bool = False,
+) -> Summary:
+    ref = load_reference(reference_dir)
+    got = collect(root)
+    summary = Summary(errors=list(got.errors), n_records=len(got.frame))
+    for result in build_all(ref, got.frame):
+        name = result.spec.name
+        summary.tables[name] = result
+        summary.written += write_table(result.frame, out, name, result.spec.title, latex)
+        if line := result.missing_line():
+            summary.missing.append(line)
+        summary.notes += result.notes
+    if figures:
+        from maskalign.results.figures import plot_mask_ratio
+
+        summary.written.append(
+            plot_mask_ratio(ref, summary.tables["table4"], Path(out) / "fig_mask_ratio.png")
+        )
+    return summary

@@ -1,0 +1,425 @@
+"""Shape the collected records into the paper's tables, with the paper's numbers beside ours.
+
+Each table is described by a :class:`Spec`. Records reach a table's rows ("slots") through their
+``paper_ref`` (see ``results/SCHEMA.md``):
+
+* ablation tables (3-6) take ``finetune`` records tagged for that table, or for a row that the
+  reference declares ``same_as`` one of its rows;
+* Table 1 takes the other ``finetune`` records (untagged ones as extra rows), plus ``linprobe``
+  records for the "LP Acc." column;
+* Tables 2 and 7, robustness and segmentation take every record of their task; a record tagged for
+  another table lands on the row with the same key (a transfer of the Table-1 ``maskalign`` run is
+  the ``maskalign`` row of Table 2), else on an extra row.
+
+When several records fill one slot (re-runs), the newest by ``end_time`` wins and a note says so.
+Rows the suite should reproduce (``ours == 1`` in the reference) but that have no record are
+kept, with :data:`~maskalign.results.fmt.MISSING` cells, and listed in :attr:`TableResult.missing`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from maskalign.results import fmt
+from maskalign.results.fmt import MISSING, NOT_APPLICABLE
+from maskalign.results.reference import Reference
+
+FINETUNE_ABLATIONS = ("3", "4", "5", "6")
+
+
+@dataclass(frozen=True)
+class Col:
+    """A value column: ``column`` header, its format ``kind``, and whether the paper has it."""
+
+    column: str
+    kind: str = "acc"
+    paper: bool = True
+    delta: bool = True
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str  # output file stem
+    title: str
+    task: str  # the record task that makes the rows
+    ref: str  # reference table holding the rows (and the expected ones)
+    settings: tuple[str, ...]
+    values: tuple[Col, ...]
+    settings_from: str  # "record": ours rows describe the record; "reference": the paper's setting
+    paper_rows: bool  # comparison table: the paper's rows first, then ours, with a Source column
+    membership: str  # "tagged" (Table 1, 3-6) or "by_key" (2, 7, robustness, segmentation)
+
+
+@dataclass
+class TableResult:
+    spec: Spec
+    frame: pd.DataFrame  # the printed table (strings)
+    data: pd.DataFrame  # key, source, and float values per value column
+    missing: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def missing_line(self) -> str | None:
+        if not self.missing:
+            return None
+        s = self.spec
+        if s.membership == "tagged":
+            how = f'with paper_ref {{"table": "{s.ref}", "row": <key>}}'
+        else:
+            how = "whose paper_ref row is <key>"
+        return (
+            f"{s.name}: missing {', '.join(self.missing)} "
+            f"(no {s.task} record {how}, nor one for a row the reference marks same_as it)"
+        )
+
+
+_OURS_ONLY = {"paper": False, "delta": False}
+_COMPARISON = {"settings_from": "record", "paper_rows": True}
+_ABLATION = {"settings_from": "reference", "paper_rows": False, "membership": "tagged"}
+_TRANSFER = {"settings_from": "record", "paper_rows": False, "membership": "by_key"}
+
+SPECS: dict[str, Spec] = {s.name: s for s in [
+    Spec("table1", "Table 1. Image classification: fine-tuning on ImageNet-1K", "finetune", "1",
+          ("Method", "Backbone", "Supervision", "Forward Ratio", "Reconstruct Ratio", "Epochs"),
+          (Col("FT Acc."), Col("LP Acc.", **_OURS_ONLY)), **_COMPARISON, membership="tagged"),
+    Spec("table2", "Table 2. COCO detection and instance segmentation (Mask R-CNN, ViTDet)", "coco", "2",
+          ("Method", "Supervision", "PT Epochs"), (Col("AP box"), Col("AP mask")),
+          **_COMPARISON, membership="by_key"),
+    Spec("table3", "Table 3. Alignment strategy", "finetune", "3",
+          ("Model", "Align Type", "Top K"), (Col("FT Acc."),), **_ABLATION),
+    Spec("table4", "Table 4. Mask ratio and strategy", "finetune", "4",
+          ("Mask Type", "Mask Ratio"), (Col("FT Acc."),), **_ABLATION),
+    Spec("table5", "Table 5. Teacher models", "finetune", "5",
+          ("Model", "Teacher Model"), (Col("S-FT Acc."),), **_ABLATION),
+    Spec("table6", "Table 6. Adaptor, normalisation and [CLS]", "finetune", "6",
+          ("Model", "Adaptor", "Norm", "[CLS]"), (Col("FT Acc."),), **_ABLATION),
+    Spec("table7", "Table 7. Pre-training time (normalised to MaskAlign)", "speed", "7",
+          ("Model", "Epochs"),
+          (Col("Time", "times", delta=False), Col("FT Acc."), Col("Sec/Iter", "sec", **_OURS_ONLY)),
+          **_COMPARISON, membership="by_key"),
+    Spec("robustness", "Robustness: ImageNet variants (top-1, %) and ImageNet-C mCE (%, lower is better)",
+          "robustness", "1", ("Method", "Backbone", "Supervision", "Epochs"),
+          tuple(Col(c, **_OURS_ONLY) for c in ("IN-1K", "IN-A", "IN-R", "IN-Sketch", "IN-V2", "IN-C mCE")),
+          **_TRANSFER),
+    Spec("segmentation", "Semantic segmentation: ADE20K (UperNet, single-scale)", "ade20k", "1",
+          ("Method", "Backbone", "Supervision", "Epochs"),
+          (Col("mIoU", **_OURS_ONLY), Col("aAcc", **_OURS_ONLY)), **_TRANSFER),
+]}  # fmt: skip
+
+#: Record metric behind each plain value column, per task.
+METRIC_OF = {
+    "finetune": {"FT Acc.": "top1", "S-FT Acc.": "top1"},
+    "coco": {"AP box": "ap_box", "AP mask": "ap_mask"},
+    "robustness": {
+        "IN-1K": "in1k_top1",
+        "IN-A": "in_a_top1",
+        "IN-R": "in_r_top1",
+        "IN-Sketch": "in_sketch_top1",
+        "IN-V2": "in_v2_top1",
+        "IN-C mCE": "in_c_mce",
+    },
+    "ade20k": {"mIoU": "miou", "aAcc": "aacc"},
+}
+
+
+# --- which slot a record fills ----------------------------------------------------------------
+def untagged_slot(rec: pd.Series) -> str:
+    parts = [
+        rec["method"],
+        rec["backbone"],
+        rec["supervision"],
+        rec["forward_ratio"],
+        rec["reconstruct_ratio"],
+        rec["pt_epochs"],
+    ]
+    return "~" + json.dumps([None if pd.isna(p) else p for p in parts], default=str)
+
+
+def slot_label(slot: str) -> str:
+    if slot.startswith("~"):
+        method = json.loads(slot[1:])[0]
+        return f"{method} (untagged)"
+    return slot
+
+
+def slot_of(rec: pd.Series, spec: Spec, ref: Reference) -> str | None:
+    """The row key ``rec`` fills in ``spec``'s table, or None when it belongs elsewhere."""
+    t, r = rec["ref_table"], rec["ref_row"]
+    if t is None or r is None or pd.isna(t) or pd.isna(r):
+        return None if spec.membership == "tagged" and spec.ref != "1" else untagged_slot(rec)
+    group = ref.group(t, r)
+    for gt, gk in group:
+        if gt == spec.ref:
+            return gk
+    if spec.membership == "tagged":
+        if spec.ref == "1" and not any(gt in FINETUNE_ABLATIONS for gt, _ in group):
+            return f"{t}:{r}"  # tagged for a table that has no fine-tuning rows: an extra row
+        return None
+    keys = set(ref.keys(spec.ref))
+    if r in keys:
+        return r
+    for _, gk in group:
+        if gk in keys:
+            return gk
+    return f"{t}:{r}"
+
+
+def newest_per_slot(
+    frame: pd.DataFrame, spec: Spec, ref: Reference, what: str, notes: list[str]
+) -> dict[str, pd.Series]:
+    """slot -> newest record; notes say which re-runs were set aside."""
+    if frame.empty:
+        return {}
+    slots = frame.apply(lambda rec: slot_of(rec, spec, ref), axis=1)
+    frame = frame.assign(slot=slots).dropna(subset=["slot"])
+    frame = frame.sort_values(["end_ts", "path"], na_position="first", kind="stable")
+    chosen: dict[str, pd.Series] = {}
+    for slot, group in frame.groupby("slot", sort=False):
+        newest = group.iloc[-1]
+        chosen[slot] = newest
+        if len(group) > 1:
+            older = ", ".join(f"{o.run_id} ({o.end_time})" for o in group.iloc[:-1].itertuples())
+            notes.append(
+                f"{spec.name} {slot_label(slot)}: {len(group)} {what} records, using the newest, "
+                f"{newest.run_id} ({newest.end_time}); ignored {older}"
+            )
+    return chosen
+
+
+# --- values of ours rows ----------------------------------------------------------------------
+def _metric(rec: pd.Series | None, name: str, spec: Spec, slot: str, notes: list[str]) -> float | None:
+    if rec is None:
+        return None
+    v = rec["metrics"].get(name)
+    if fmt.is_number(v):
+        return float(v)
+    notes.append(f"{spec.name} {slot_label(slot)}: record {rec['path']} has no metric {name!r}")
+    return None
+
+
+def _epochs(rec: pd.Series) -> float | None:
+    e = rec["config"].get("epochs")
+    if fmt.is_number(e):
+        return float(e)
+    return None if pd.isna(rec["pt_epochs"]) else float(rec["pt_epochs"])
+
+
+Values = Callable[[str, "pd.Series | None"], dict[str, float | None]]
+
+
+def _plain_values(spec: Spec, notes: list[str]) -> Values:
+    names = METRIC_OF.get(spec.task, {})
+
+    def values(slot: str, rec: pd.Series | None) -> dict[str, float | None]:
+        return {
+            c.column: _metric(rec, names[c.column], spec, slot, notes)
+            for c in spec.values
+            if c.column in names
+        }
+
+    return values
+
+
+def _table1_values(spec: Spec, ref: Reference, records: pd.DataFrame, notes: list[str]) -> Values:
+    lp = newest_per_slot(records[records["task"] == "linprobe"], spec, ref, "linprobe", notes)
+    plain = _plain_values(spec, notes)
+
+    def values(slot: str, rec: pd.Series | None) -> dict[str, float | None]:
+        out = plain(slot, rec)
+        lp_rec = lp.get(slot)
+        out["LP Acc."] = _metric(lp_rec, "top1", spec, slot, notes) if lp_rec is not None else None
+        return out
+
+    return values
+
+
+def _table7_values(
+    spec: Spec, ref: Reference, records: pd.DataFrame, chosen: dict[str, pd.Series], notes: list[str]
+) -> Values:
+    ft = newest_per_slot(records[records["task"] == "finetune"], spec, ref, "finetune", notes)
+
+    def cost(rec: pd.Series | None, per_iter: bool) -> float | None:
+        if rec is None:
+            return None
+        ep = _epochs(rec)
+        m = rec["metrics"]
+        if per_iter:
+            spi = m.get("sec_per_iter")
+            return float(spi) * ep if fmt.is_number(spi) and ep is not None else None
+        ips = m.get("images_per_s")
+        return ep / float(ips) if fmt.is_number(ips) and ips > 0 and ep is not None else None
+
+    base = chosen.get("maskalign")
+    if base is None and chosen:
+        notes.append(f"{spec.name}: no speed record for maskalign, the 1.0× reference; Time is missing")
+    rows = list(chosen.values()) + [base]
+    per_iter = all(fmt.is_number(r["metrics"].get("sec_per_iter")) for r in rows if r is not None)
+
+    def values(slot: str, rec: pd.Series | None) -> dict[str, float | None]:
+        c, b = cost(rec, per_iter), cost(base, per_iter)
+        ft_rec = ft.get(slot, ft.get(f"1:{slot}"))  # an extra Table-7 row: its Table-1 run, same key
+        spi = rec["metrics"].get("sec_per_iter") if rec is not None else None
+        return {
+            "Time": c / b if c is not None and b else None,
+            "FT Acc.": _metric(ft_rec, "top1", spec, slot, notes) if ft_rec is not None else None,
+            "Sec/Iter": float(spi) if fmt.is_number(spi) else None,
+        }
+
+    return values
+
+
+# --- settings of ours rows --------------------------------------------------------------------
+def _record_settings(spec: Spec, ref: Reference, slot: str, rec: pd.Series) -> dict[str, str]:
+    name = ref.text(spec.ref, slot, spec.settings[0]) or ref.text(spec.ref, slot, "Method")
+    if not name:  # an extra row: the method, and the row key when it was tagged for another table
+        name = fmt.method_name(rec["method"]) + (f" [{slot}]" if ":" in slot else "")
+    getters = {
+        "Method": lambda: name,
+        "Model": lambda: name,
+        "Backbone": lambda: fmt.backbone_name(rec["backbone"]),
+        "Supervision": lambda: fmt.supervision_name(rec["supervision"]),
+        "Forward Ratio": lambda: fmt.percent(rec["forward_ratio"]),
+        "Reconstruct Ratio": lambda: fmt.percent(rec["reconstruct_ratio"]),
+        "Epochs": lambda: fmt.integer(_epochs(rec) if spec.task == "speed" else rec["pt_epochs"]),
+        "PT Epochs": lambda: fmt.integer(rec["pt_epochs"]),
+    }
+    return {c: getters[c]() for c in spec.settings}
+
+
+def _reference_settings(spec: Spec, ref: Reference, slot: str, rec: pd.Series | None) -> dict[str, str]:
+    if slot in ref.keys(spec.ref):
+        return {c: ref.text(spec.ref, slot, c) for c in spec.settings}
+    out = {c: NOT_APPLICABLE for c in spec.settings}
+    cols = list(spec.settings)
+    if cols[0] == "Model" and rec is not None:
+        out["Model"] = fmt.backbone_name(rec["backbone"])
+        cols = cols[1:]
+    out[cols[0]] = slot_label(slot)
+    return out
+
+
+# --- the table ----------------------------------------------------------------------------
+def value_columns(spec: Spec, ref: Reference) -> tuple[list[str], list[str]]:
+    """(ours value columns, paper/delta columns) in output order."""
+    ours = [c.column for c in spec.values]
+    paper: list[str] = []
+    with_delta = [c for c in spec.values if c.delta and ref.has_values(spec.ref, c.column)]
+    for c in spec.values:
+        if c.paper and ref.has_values(spec.ref, c.column):
+            paper.append(f"Paper {c.column}")
+            if c.delta:
+                paper.append("Δ" if len(with_delta) == 1 else f"Δ {c.column}")
+    return ours, paper
+
+
+def build_table(spec: Spec, ref: Reference, records: pd.DataFrame) -> TableResult:
+    notes: list[str] = []
+    mine = records[records["task"] == spec.task]
+    chosen = newest_per_slot(mine, spec, ref, spec.task, notes)
+    if spec.name == "table1":
+        values = _table1_values(spec, ref, records, notes)
+    elif spec.name == "table7":
+        values = _table7_values(spec, ref, records, chosen, notes)
+    else:
+        values = _plain_values(spec, notes)
+
+    ours_cols, paper_cols = value_columns(spec, ref)
+    tail = (["Source"] if spec.paper_rows else []) + ["Run"]
+    columns = list(spec.settings) + ours_cols + paper_cols + tail
+    kinds = {c.column: c.kind for c in spec.values}
+    rows: list[dict[str, str]] = []
+    data: list[dict[str, object]] = []
+
+    if spec.paper_rows:
+        for key in ref.keys(spec.ref):
+            row = {c: NOT_APPLICABLE for c in columns}
+            row.update({c: ref.text(spec.ref, key, c) for c in spec.settings})
+            for c in spec.values:
+                if c.paper:
+                    row[c.column] = ref.text(spec.ref, key, c.column)
+            row["Source"] = "paper"
+            rows.append(row)
+            data.append(
+                {
+                    "key": key,
+                    "source": "paper",
+                    **{c.column: ref.value(spec.ref, key, c.column) for c in spec.values},
+                }
+            )
+
+    known = ref.keys(spec.ref)
+    expected = ref.expected(spec.ref)
+    order = [k for k in known if k in chosen or k in expected]
+    order += sorted(k for k in chosen if k not in known)
+    missing = [k for k in expected if k not in chosen]
+
+    for slot in order:
+        rec = chosen.get(slot)
+        if spec.settings_from == "reference":
+            settings = _reference_settings(spec, ref, slot, rec)
+        elif rec is None:  # a run still to do: name the row, claim no settings
+            settings = {c: MISSING for c in spec.settings}
+            settings[spec.settings[0]] = ref.text(spec.ref, slot, spec.settings[0]) or slot
+        else:
+            settings = _record_settings(spec, ref, slot, rec)
+        vals = values(slot, rec)
+        row = {c: NOT_APPLICABLE for c in columns}
+        row.update(settings)
+        for col in ours_cols:
+            row[col] = fmt.fmt(vals.get(col), kinds[col])
+        for c in spec.values:
+            if f"Paper {c.column}" in row:
+                paper_text = ref.text(spec.ref, slot, c.column)
+                row[f"Paper {c.column}"] = paper_text
+                if c.delta:
+                    dcol = "Δ" if "Δ" in columns else f"Δ {c.column}"
+                    shown = fmt.parse_cell(row[c.column])  # Δ of the printed (rounded) number
+                    row[dcol] = fmt.delta(shown, ref.value(spec.ref, slot, c.column))
+        if spec.paper_rows:
+            row["Source"] = "ours"
+        row["Run"] = str(rec["run_id"]) if rec is not None else MISSING
+        rows.append(row)
+        data.append(
+            {
+                "key": slot,
+                "source": "ours",
+                **{c: vals.get(c) for c in ours_cols},
+                **{f"Paper {c.column}": ref.value(spec.ref, slot, c.column) for c in spec.values},
+            }
+        )
+
+    frame = pd.DataFrame(rows, columns=columns).fillna(NOT_APPLICABLE)
+    return TableResult(spec, frame, pd.DataFrame(data), missing, notes)
+
+
+def build_in_c_table(ref: Reference, records: pd.DataFrame) -> TableResult:
+    """Per-corruption ImageNet-C CE (%) of the robustness records (metrics ``in_c_ce/<name>``)."""
+    spec = SPECS["robustness"]
+    notes: list[str] = []
+    chosen = newest_per_slot(records[records["task"] == "robustness"], spec, ref, "robustness", [])
+    names = sorted(
+        {k.split("/", 1)[1] for rec in chosen.values() for k in rec["metrics"] if k.startswith("in_c_ce/")}
+    )
+    known = ref.keys(spec.ref)
+    order = [k for k in known if k in chosen] + sorted(k for k in chosen if k not in known)
+    rows = []
+    for slot in order:
+        rec = chosen[slot]
+        row = {"Method": _record_settings(spec, ref, slot, rec)["Method"]}
+        row.update({n: fmt.one_decimal(rec["metrics"].get(f"in_c_ce/{n}")) for n in names})
+        row["IN-C mCE"] = fmt.one_decimal(rec["metrics"].get("in_c_mce"))
+        row["Run"] = str(rec["run_id"])
+        rows.append(row)
+    in_c_spec = Spec("robustness_in_c", "ImageNet-C corruption error per corruption (%, lower is better)",
+                     "robustness", "1", ("Method",), (), **_TRANSFER)  # fmt: skip
+    frame = pd.DataFrame(rows, columns=["Method", *names, "IN-C mCE", "Run"])
+    return TableResult(in_c_spec, frame, pd.DataFrame(rows), [], notes)
+
+
+def build_all(ref: Reference, records: pd.DataFrame) -> list[TableResult]:
+    out = [build_table(spec, ref, records) for spec in SPECS.values()]
+    out.append(build_in_c_table(ref, records))
+    return out
