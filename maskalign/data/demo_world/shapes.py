@@ -59,8 +59,10 @@ def _polygon_inside(vertices: list[tuple[float, float]]) -> Inside:
 
 def _regular_polygon(n: int, radius: float, start_deg: float) -> list[tuple[float, float]]:
     return [
-        (radius * math.cos(math.radians(start_deg + 360.0 * k / n)),
-         radius * math.sin(math.radians(start_deg + 360.0 * k / n)))
+        (
+            radius * math.cos(math.radians(start_deg + 360.0 * k / n)),
+            radius * math.sin(math.radians(start_deg + 360.0 * k / n)),
+        )
         for k in range(n)
     ]
 
@@ -76,8 +78,20 @@ def _star(points: int, outer: float, inner: float) -> list[tuple[float, float]]:
 
 def _cross(arm: float, half_width: float) -> list[tuple[float, float]]:
     a, w = arm, half_width
-    return [(-w, -a), (w, -a), (w, -w), (a, -w), (a, w), (w, w),
-            (w, a), (-w, a), (-w, w), (-a, w), (-a, -w), (-w, -w)]
+    return [
+        (-w, -a),
+        (w, -a),
+        (w, -w),
+        (a, -w),
+        (a, w),
+        (w, w),
+        (w, a),
+        (-w, a),
+        (-w, w),
+        (-a, w),
+        (-a, -w),
+        (-w, -w),
+    ]
 
 
 def _disc(u: np.ndarray, v: np.ndarray) -> np.ndarray:
@@ -125,6 +139,37 @@ def shape_inside(class_idx: int) -> Inside:
     return _INSIDE[CLASS_NAMES[class_idx]]
 
 
+def shape_coverage_crop(
+    class_idx: int,
+    size: tuple[int, int],
+    center: tuple[float, float],
+    radius: float,
+    angle: float,
+    supersample: int = 3,
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Like :func:`shape_coverage`, but only over the instance's box: ``(crop, (y0, y1, x0, x1))``.
+
+    Small instances (clutter) then cost in proportion to their own size, not the image's.
+    """
+    h, w = size
+    cx, cy = center
+    x0, x1 = max(math.floor(cx - radius) - 1, 0), min(math.ceil(cx + radius) + 1, w)
+    y0, y1 = max(math.floor(cy - radius) - 1, 0), min(math.ceil(cy + radius) + 1, h)
+    if x0 >= x1 or y0 >= y1:
+        return np.zeros((0, 0), dtype=np.float32), (0, 0, 0, 0)
+    s = supersample
+    offs = (np.arange(s, dtype=np.float32) + 0.5) / s
+    xs = (np.arange(x0, x1, dtype=np.float32)[:, None] + offs[None, :]).reshape(-1)
+    ys = (np.arange(y0, y1, dtype=np.float32)[:, None] + offs[None, :]).reshape(-1)
+    dx = xs[None, :] - np.float32(cx)
+    dy = ys[:, None] - np.float32(cy)
+    c, sn = np.float32(math.cos(angle)), np.float32(math.sin(angle))
+    u = (dx * c + dy * sn) / np.float32(radius)
+    v = (-dx * sn + dy * c) / np.float32(radius)
+    hit = shape_inside(class_idx)(u, v).astype(np.float32)
+    return hit.reshape(y1 - y0, s, x1 - x0, s).mean(axis=(1, 3)), (y0, y1, x0, x1)
+
+
 def shape_coverage(
     class_idx: int,
     size: tuple[int, int],
@@ -139,23 +184,7 @@ def shape_coverage(
     in pixels, ``angle`` in radians. Sub-pixel samples give anti-aliased edges for compositing;
     thresholding at 0.5 gives the hard mask the annotations describe.
     """
-    h, w = size
-    cov = np.zeros((h, w), dtype=np.float32)
-    cx, cy = center
-    x0, x1 = max(int(math.floor(cx - radius)) - 1, 0), min(int(math.ceil(cx + radius)) + 1, w)
-    y0, y1 = max(int(math.floor(cy - radius)) - 1, 0), min(int(math.ceil(cy + radius)) + 1, h)
-    if x0 >= x1 or y0 >= y1:
-        return cov
-    s = supersample
-    offs = (np.arange(s, dtype=np.float32) + 0.5) / s
-    xs = (np.arange(x0, x1, dtype=np.float32)[:, None] + offs[None, :]).reshape(-1)
-    ys = (np.arange(y0, y1, dtype=np.float32)[:, None] + offs[None, :]).reshape(-1)
-    dx = xs[None, :] - np.float32(cx)
-    dy = ys[:, None] - np.float32(cy)
-    c, sn = np.float32(math.cos(angle)), np.float32(math.sin(angle))
-    u = (dx * c + dy * sn) / np.float32(radius)
-    v = (-dx * sn + dy * c) / np.float32(radius)
-    hit = shape_inside(class_idx)(u, v).astype(np.float32)
-    hit = hit.reshape(y1 - y0, s, x1 - x0, s).mean(axis=(1, 3))
-    cov[y0:y1, x0:x1] = hit
+    cov = np.zeros(size, dtype=np.float32)
+    crop, (y0, y1, x0, x1) = shape_coverage_crop(class_idx, size, center, radius, angle, supersample)
+    cov[y0:y1, x0:x1] = crop
     return cov
