@@ -115,7 +115,8 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
     iters = len(loader)
     if iters == 0:
         raise ConfigError(f"the training set ({len(dataset)} images) is smaller than one batch of {per_proc}")
-    lr = scaled_lr(cfg.optim.blr, cfg.optim.total_batch_size, cfg.optim.lr_rule)
+    lr = (scaled_lr(cfg.optim.blr, cfg.optim.total_batch_size, cfg.optim.lr_rule)
+          * getattr(objective, "lr_multiplier", 1.0))
     optimizer = build_adamw(param_groups(objective, cfg.optim.weight_decay, objective.no_weight_decay()),
                             lr, tuple(cfg.optim.betas), info.device)
     model: torch.nn.Module = objective

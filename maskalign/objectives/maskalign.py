@@ -42,8 +42,12 @@ class MaskAlign(Objective):
 
     @property
     def method_id(self) -> str:
-        """At mask ratio 0 MaskAlign is feature distillation, and the tables call it so."""
-        return "fd" if self.mask_ratio == 0 else "maskalign"
+        """MaskAlign at mask ratio 0 without the DA matrix is feature distillation; tables call it so.
+
+        A ratio-0 run with Dynamic Alignment (Table 4's first row) is still MaskAlign.
+        """
+        fd = self.mask_ratio == 0 and self.da.weight is None
+        return "fd" if fd else "maskalign"
 
     @property
     def forward_ratio(self) -> float:
