@@ -49,9 +49,14 @@ def test_unknown_config_name(tmp_path: Path) -> None:
 
 
 def test_missing_data_folder(tmp_path: Path) -> None:
-    line = _one_error_line(_submit("data.dataset=imagenet", f"data.root={tmp_path / 'nowhere'}",
-                                   "teacher.backend=local", "teacher.checkpoint=x", cwd=tmp_path))
-    assert "nowhere" in line or "teacher" in line
+    line = _one_error_line(_submit("data.dataset=imagenet", f"data.root={tmp_path / 'nowhere'}", cwd=tmp_path))
+    assert str(tmp_path / "nowhere" / "train") in line
+
+
+def test_missing_teacher_checkpoint(tmp_path: Path) -> None:
+    line = _one_error_line(_submit("teacher.backend=local", f"teacher.checkpoint={tmp_path / 't.pth'}",
+                                   cwd=tmp_path))
+    assert str(tmp_path / "t.pth") in line
 
 
 def test_missing_imagenet_train_folder_names_the_path(tmp_path: Path) -> None:

@@ -101,6 +101,11 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     seed_everything(cfg.seed + info.rank)
+    if cfg.data.dataset == "imagenet" and cfg.data.root:
+        # Fail on a wrong data path before a teacher is downloaded or trained.
+        from maskalign.data.imagenet import check_split_dir
+
+        check_split_dir(Path(cfg.data.root), "train")
     objective = build_objective(cfg).to(info.device)
     dataset = build_train_set(cfg, objective)
     per_proc, rem = divmod(cfg.optim.total_batch_size, info.world_size * cfg.optim.accum_iter)
@@ -131,6 +136,11 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
     ckpt_path = latest_checkpoint(out)
     if ckpt_path is not None:
         ckpt = load_file(ckpt_path)
+        own = objective.state_dict()
+        wrong = [k for k, v in ckpt["model"].items() if k in own and own[k].shape != v.shape]
+        if wrong:
+            raise CheckpointError(f"{ckpt_path}: does not fit this config ({wrong[0]} has shape "
+                                  f"{tuple(ckpt['model'][wrong[0]].shape)}, the model {tuple(own[wrong[0]].shape)})")
         missing, unexpected = objective.load_state_dict(ckpt["model"], strict=False)
         missing = [k for k in missing if not k.startswith("teacher.")]
         if missing or unexpected:
