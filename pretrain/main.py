@@ -1,8 +1,9 @@
-"""Pre-training as a task: what a launcher runs, on SLURM or on this machine.
+"""Pre-training as a task: what the launcher runs, on SLURM or on this machine.
 
 ``PretrainTask`` is picklable (it holds the resolved config as a plain dict and imports torch
-only when called), and requeues itself on preemption: the resumed task finds the newest
-checkpoint in its output folder.
+only when called) and requeues itself on preemption or time-out: the requeued job calls the same
+task, and the engine resumes from the newest complete checkpoint in the run folder, restoring
+the optimizer, the step and every RNG state, so the losses continue as if never interrupted.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ class PretrainTask:
         return train(OmegaConf.create(self.cfg))
 
     def checkpoint(self, *args: Any, **kwargs: Any):
+        """Called by submitit in the job before it requeues it: run this task again."""
         import submitit
 
         return submitit.helpers.DelayedSubmission(PretrainTask(self.cfg))
+
+    def __repr__(self) -> str:
+        return f"PretrainTask({self.cfg.get('name')!r})"

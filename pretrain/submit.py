@@ -1,7 +1,11 @@
-"""Launch pre-training: ``python pretrain/submit.py [CONFIG] [key=value ...] [cluster flags]``.
+"""Launch pre-training: ``python pretrain/submit.py [CONFIG] [key=value ...] [options] [cluster flags]``.
 
 With no arguments it runs the built-in default (a tiny MaskAlign student on the demo world) on
-this machine. With SLURM present the job is submitted (``--local`` runs here anyway).
+this machine. With SLURM present the job is submitted (``--local`` runs here anyway; ``--dry-run``
+prints the resolved config and the sbatch script). ``--sweep FILE`` submits every run of a sweep
+file as one job array; ``--pipeline finetune,linprobe,robustness,coco,ade20k`` also submits the
+transfer jobs that consume the encoder, as jobs that start when pre-training has succeeded.
+See docs/slurm.md.
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from maskalign.config import load_config, to_plain  # noqa: E402
 from maskalign.errors import UserError  # noqa: E402
+from maskalign.launcher import ARRAYS_DIR, launch, launch_array, use_slurm  # noqa: E402
 from maskalign.launcher import get_args_parser as launcher_parser  # noqa: E402
-from maskalign.launcher import launch  # noqa: E402
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -24,27 +28,71 @@ def get_args_parser(add_help: bool = True):
     p.add_argument("config", nargs="?", default=None,
                    help=f"experiment config: a path or a name in {CONFIG_DIR} (default: the demo default)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.epochs=10 mask.ratio=0.5")
+    p.add_argument("--sweep", default=None, metavar="FILE",
+                   help="sweep file {base:, runs: [{name:, overrides: [...]}]}: one array job, one run per entry; "
+                        "key=value overrides on the command line apply to every run")
+    p.add_argument("--pipeline", default=None, metavar="STAGES",
+                   help="also submit these transfer stages on the encoder, as jobs that depend on pre-training: "
+                        "finetune,robustness,linprobe,coco,ade20k (or NAME=path/to/script.py)")
+    p.add_argument("--stage-args", action="append", default=[], metavar="STAGE=ARGS",
+                   help="arguments for one pipeline stage: launcher flags set its SLURM request, the rest go to "
+                        "its script, e.g. --stage-args finetune='--config maskalign_vitb16 --time 24:00:00'")
     return p
+
+
+def _configs(args) -> tuple[list, str | None]:
+    """The resolved config(s) to run, and the array name for a sweep."""
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config:  # only overrides were given
+        config, overrides = None, [config, *overrides]
+    if args.sweep is None:
+        return [load_config(config, overrides, CONFIG_DIR)], None
+    from maskalign.sweeps import load_sweep
+
+    if config is not None:
+        raise UserError(f"give either a config ({config}) or --sweep, not both: the sweep names its base")
+    sweep = load_sweep(args.sweep)
+    base = sweep.base_path(CONFIG_DIR)
+    cfgs = [load_config(base, [*run.overrides, *overrides, f"name={run.name}"], CONFIG_DIR) for run in sweep.runs]
+    return cfgs, sweep.name
 
 
 def main(args) -> int:
     from main import PretrainTask
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config:  # only overrides were given
-        config, overrides = None, [config, *overrides]
+    from maskalign import pipeline as pl
+
     try:
-        cfg = load_config(config, overrides, CONFIG_DIR)
-        out = Path(cfg.output_dir) / "pretrain" / cfg.name
-        result = launch(PretrainTask(to_plain(cfg)), args, out, f"pretrain:{cfg.name}")
+        cfgs, sweep_name = _configs(args)
+        stages = pl.parse_stages(args.pipeline) if args.pipeline else []
+        stage_args = pl.parse_stage_args(args.stage_args, stages) if stages else {}
+        slurm = use_slurm(args)
+        outs = [Path(cfg.output_dir) / "pretrain" / cfg.name for cfg in cfgs]
+        tasks = [PretrainTask(to_plain(cfg)) for cfg in cfgs]
+        if sweep_name is None:
+            results = [launch(tasks[0], args, outs[0], f"pretrain:{cfgs[0].name}")]
+        else:
+            results = launch_array(tasks, args, outs, f"pretrain:{sweep_name}",
+                                   outs[0].parent / ARRAYS_DIR / sweep_name) or [None] * len(cfgs)
+        for res in results:
+            if isinstance(res, dict) and "encoder" in res:
+                print(f"\nDone. Encoder checkpoint: {res['encoder']}\n"
+                      f"Resume state: {Path(res['out_dir']) / 'checkpoint.pth'}\n"
+                      f"Next: python transfer/finetune.py --ckpt {res['encoder']}")
+        outcomes = []
+        if stages:
+            runs = [pl.PretrainRun(cfg.name, str(Path(cfg.output_dir).resolve()), job_id=getattr(res, "job_id", None),
+                                   ok=args.dry_run or slurm or (isinstance(res, dict) and "encoder" in res))
+                    for cfg, res in zip(cfgs, results)]
+            outcomes = pl.run_pipeline(stages, runs, args, stage_args, slurm=slurm)
+            pl.print_summary(outcomes)
     except (UserError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if isinstance(result, dict) and "encoder" in result:
-        print(f"\nDone. Encoder checkpoint: {result['encoder']}\n"
-              f"Resume state: {Path(result['out_dir']) / 'checkpoint.pth'}\n"
-              f"Next: python transfer/finetune.py --ckpt {result['encoder']}")
-    return 0
+    if slurm and not args.dry_run:
+        print(f"\nFollow the jobs with: python -m maskalign.jobs status {outs[0].parent.parent}")
+    failed = any(isinstance(r, Exception) for r in results) or any(oc.status == "failed" for oc in outcomes)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
