@@ -1,0 +1,141 @@
+"""Classifiers on a pre-trained encoder: building them, loading the encoder, saying what was loaded.
+
+A transfer job starts from the encoder of *any* pre-training objective (``load_pretrained``
+normalises the file formats to timm key names) and builds a timm ``VisionTransformer`` around it:
+
+* fine-tuning (MAE ``models_vit.py`` with ``global_pool``): average of the patch tokens, a fresh
+  ``fc_norm`` in place of the final ``norm``, a fresh head with ``trunc_normal_(std=2e-5)``;
+* linear probing (MAE ``main_linprobe.py``): the [CLS] token after the final ``norm``, then
+  ``BatchNorm1d(affine=False, eps=1e-6)`` and a linear layer with ``trunc_normal_(std=0.01)``;
+  everything but the head is frozen.
+
+Loading is ``strict=False`` but checked: a new head / ``fc_norm`` (and an unused final ``norm``
+under global pooling) is expected and reported; any other missing or unexpected tensor -- a
+missing block, an encoder of another shape -- is refused with one line. A position table made at
+another resolution is resized bicubically on the patch grid, the [CLS] row kept.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from maskalign.checkpoint import CheckpointError, build_timm_vit, load_file
+from maskalign.models.pos_embed import resize_pos_embed
+
+_NEW_OK = ("head.", "fc_norm.", "norm.")
+
+
+@dataclass
+class LoadReport:
+    """What happened when encoder weights were put into a classifier."""
+
+    loaded: int
+    new: list[str] = field(default_factory=list)
+    unused: list[str] = field(default_factory=list)
+    pos_embed_resized: tuple[int, int] | None = None
+
+    def summary(self) -> str:
+        parts = [f"loaded {self.loaded} tensors"]
+        if self.new:
+            parts.append(f"new (initialised here): {', '.join(self.new)}")
+        if self.unused:
+            parts.append(f"unused: {', '.join(self.unused)}")
+        if self.pos_embed_resized:
+            parts.append("pos_embed resized {}x{} -> {}x{}".format(*self.pos_embed_resized))
+        return "; ".join(parts)
+
+
+def _describe(keys: list[str]) -> str:
+    """``blocks.3.*`` style summary of many keys, so the error stays one readable line."""
+    blocks = sorted({int(m.group(1)) for k in keys if (m := re.match(r"blocks\.(\d+)\.", k))})
+    other = [k for k in keys if not k.startswith("blocks.")]
+    parts = [f"blocks {','.join(map(str, blocks))}"] if blocks else []
+    return ", ".join(parts + other[:4]) + (" ..." if len(other) > 4 else "")
+
+
+def load_encoder_into(model: nn.Module, state: dict[str, torch.Tensor], origin: str | Path) -> LoadReport:
+    """Load encoder tensors into a timm ViT; refuse (one line) anything but an expected new head."""
+    state = {k: v for k, v in state.items() if not k.startswith(("head.", "fc_norm."))}
+    resized = None
+    pe = state.get("pos_embed")
+    if pe is not None and pe.shape != model.pos_embed.shape:
+        if pe.shape[-1] != model.pos_embed.shape[-1]:
+            raise CheckpointError(f"{origin}: pos_embed width {pe.shape[-1]} does not fit embed dim "
+                                  f"{model.pos_embed.shape[-1]}")
+        grid = tuple(model.patch_embed.grid_size)
+        old = round((pe.shape[1] - 1) ** 0.5)
+        state["pos_embed"] = resize_pos_embed(pe, grid)
+        resized = (old, old, grid[0], grid[1])
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches: another arch than the metadata says
+        first = str(e).strip().splitlines()
+        raise CheckpointError(f"{origin}: encoder does not fit the classifier "
+                              f"({(first[1] if len(first) > 1 else first[0]).strip()[:160]})") from None
+    bad_missing = [k for k in missing if not k.startswith(_NEW_OK)]
+    if bad_missing:
+        raise CheckpointError(f"{origin}: checkpoint lacks encoder weights: {_describe(bad_missing)}")
+    bad_unexpected = [k for k in unexpected if not k.startswith("norm.")]
+    if bad_unexpected:
+        raise CheckpointError(f"{origin}: checkpoint holds tensors this ViT has no place for: "
+                              f"{_describe(bad_unexpected)}")
+    return LoadReport(loaded=len(state) - len(unexpected), new=sorted(missing), unused=sorted(unexpected),
+                      pos_embed_resized=resized)
+
+
+def build_classifier(arch: dict[str, Any], num_classes: int, *, kind: str = "finetune", img_size: int | None = None,
+                     global_pool: str = "avg", drop_path: float = 0.0, head_init_std: float = 2e-5) -> nn.Module:
+    """A fresh timm ViT classifier of ``arch`` (no weights loaded).
+
+    ``kind="finetune"``: head ``Linear`` after ``global_pool`` ("avg" adds ``fc_norm``).
+    ``kind="linprobe"``: head ``BatchNorm1d(affine=False) -> Linear``, every other tensor frozen.
+    """
+    if kind not in ("finetune", "linprobe"):
+        raise ValueError(f"unknown classifier kind {kind!r}")
+    model = build_timm_vit(arch, None, num_classes=num_classes, global_pool=global_pool,
+                           drop_path_rate=drop_path, img_size=img_size)
+    head = model.head
+    if not isinstance(head, nn.Linear):  # num_classes=0: an encoder without a head
+        return model
+    nn.init.trunc_normal_(head.weight, std=head_init_std)
+    nn.init.zeros_(head.bias)
+    if kind == "linprobe":
+        model.head = nn.Sequential(nn.BatchNorm1d(head.in_features, affine=False, eps=1e-6), head)
+        for name, p in model.named_parameters():
+            p.requires_grad = name.startswith("head.")
+    return model
+
+
+def classifier_spec(arch: dict[str, Any], num_classes: int, kind: str, img_size: int, global_pool: str) -> dict[str, Any]:
+    """What :func:`load_classifier` needs to rebuild a trained classifier (saved in its checkpoint)."""
+    return {"arch": dict(arch), "num_classes": int(num_classes), "kind": kind, "img_size": int(img_size),
+            "global_pool": global_pool}
+
+
+def load_classifier(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained classifier saved by ``transfer/finetune.py`` or ``transfer/linprobe.py``.
+
+    Returns the model (eval mode) and the checkpoint's other entries (``classes``, ``spec``,
+    ``meta``...). A pre-training checkpoint -- an encoder without a trained head -- is refused with
+    one line.
+    """
+    obj = load_file(path)
+    spec = obj.get("classifier") if isinstance(obj, dict) else None
+    if not isinstance(spec, dict) or not isinstance(obj.get("model"), dict):
+        raise CheckpointError(f"{path}: not a trained classifier (no 'classifier' entry); evaluate a checkpoint "
+                              f"written by transfer/finetune.py or transfer/linprobe.py")
+    model = build_classifier(spec["arch"], spec["num_classes"], kind=spec["kind"], img_size=spec["img_size"],
+                             global_pool=spec["global_pool"])
+    try:
+        model.load_state_dict(obj["model"], strict=True)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the classifier it describes "
+                              f"({str(e).strip().splitlines()[0][:160]})") from None
+    model.eval()
+    return model, {k: v for k, v in obj.items() if k not in ("model", "optimizer", "rng")}

@@ -1,0 +1,132 @@
+"""Data of the classification transfer jobs: where ImageNet is, its transforms, sharded loaders.
+
+``data.root`` names a real ImageNet (the folder holding ``train/`` and ``val/``); left empty, the
+jobs use the demo world's small ImageNet look-alike (built on first use under ``data.demo_root``,
+by default ``$MASKALIGN_DEMO_ROOT`` or ``<repo>/output/demo_world``), so every script runs offline.
+Never is a demo world written into a user's data folder.
+
+Transforms follow MAE's ``util/datasets.py::build_transform``: fine-tuning trains on timm's
+``create_transform`` (RandomResizedCrop, RandAugment, random erasing), linear probing on
+RandomResizedCrop + flip, and both evaluate with resize to ``img_size / crop_pct`` and a center crop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from maskalign.config import ConfigError
+from maskalign.data.imagenet import DataError, SafeImageFolder, image_folder
+from maskalign.data.transforms import eval_transform
+from maskalign.distributed import DistInfo
+from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
+
+
+def imagenet_root(data_cfg: Any) -> tuple[Path, str]:
+    """``(root, "imagenet")`` for ``data.root``, else the demo world's copy and ``"demo"``."""
+    if data_cfg.root:
+        return Path(str(data_cfg.root)).expanduser(), "imagenet"
+    from maskalign.data.demo_world import ensure_imagenet
+
+    return ensure_imagenet(data_cfg.demo_root or None), "demo"
+
+
+def classification_sets(cfg: Any, img_size: int,
+                        train_transform: Callable) -> tuple[SafeImageFolder, SafeImageFolder, Path, str]:
+    """Train and val folders of ImageNet (or the demo copy), checked to share one class list."""
+    if cfg.data.dataset not in ("auto", "demo", "imagenet"):
+        raise ConfigError(f"data.dataset: unknown {cfg.data.dataset!r}; use auto, demo or imagenet")
+    if cfg.data.dataset == "imagenet" and not cfg.data.root:
+        raise ConfigError("data.dataset=imagenet needs data.root=<folder holding train/ and val/>")
+    if cfg.data.dataset == "demo" and cfg.data.root:
+        raise ConfigError("data.dataset=demo takes no data.root (the demo world lives under data.demo_root)")
+    root, kind = imagenet_root(cfg.data)
+    train = image_folder(root, "train", train_transform)
+    val = image_folder(root, "val", eval_transform(img_size, float(cfg.data.crop_pct)))
+    if train.classes != val.classes:
+        raise DataError(f"{root}: train/ and val/ hold different class folders "
+                        f"({len(train.classes)} vs {len(val.classes)})")
+    return train, val, root, kind
+
+
+def posterize_any_bits(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's posterize op, also for 0 bits: a black image, as Pillow < 13 made it.
+
+    RandAugment's ``PosterizeIncreasing`` keeps 0 bits at magnitude 10, which ``m9-mstd0.5`` reaches;
+    Pillow 13 raises on that (bits must be 1..8), which would fail (or, under a data set that skips
+    unreadable files, silently drop) a random share of training images.
+    """
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def finetune_train_transform(img_size: int, aug: Any) -> Callable:
+    """MAE's fine-tuning augmentation through timm (``color_jitter`` off under RandAugment)."""
+    from timm.data import create_transform
+
+    transform = create_transform(
+        input_size=img_size, is_training=True, scale=(float(aug.scale_min), 1.0),
+        color_jitter=aug.color_jitter, auto_augment=aug.auto_augment or None, interpolation="bicubic",
+        re_prob=float(aug.reprob), re_mode=aug.remode, re_count=int(aug.recount),
+        mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    for t in getattr(transform, "transforms", []):
+        for op in getattr(t, "ops", []):
+            if "Posterize" in getattr(op, "name", ""):
+                op.aug_fn = posterize_any_bits
+    return transform
+
+
+def linprobe_train_transform(img_size: int) -> Callable:
+    """MAE's linear-probing augmentation: RandomResizedCrop (bicubic) and a horizontal flip."""
+    from maskalign.data.transforms import pretrain_transform
+
+    return pretrain_transform(img_size, scale_min=0.08)
+
+
+class ShardSampler(Sampler[int]):
+    """Every ``world``-th index from ``rank``: an exact partition, no padding, for evaluation.
+
+    ``DistributedSampler`` pads the last shard with repeats, which biases accuracy slightly;
+    summing correct counts over these shards gives exactly the single-process number.
+    """
+
+    def __init__(self, n: int, rank: int = 0, world: int = 1) -> None:
+        self.n, self.rank, self.world = n, rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))
+
+
+def train_loader(dataset: Dataset, per_proc_batch: int, info: DistInfo, seed: int,
+                 num_workers: int) -> tuple[DataLoader, DistributedSampler]:
+    """Shuffled, ``drop_last`` (mixup pairs a batch with its flip, so batches stay full)."""
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                                 seed=seed, drop_last=True)
+    loader = DataLoader(dataset, batch_size=per_proc_batch, sampler=sampler, num_workers=num_workers,
+                        drop_last=True, pin_memory=info.device.type == "cuda",
+                        persistent_workers=num_workers > 0)
+    return loader, sampler
+
+
+def eval_loader(dataset: Dataset, batch_size: int, info: DistInfo, num_workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset), info.rank, info.world_size),
+                      num_workers=num_workers, pin_memory=info.device.type == "cuda")
+
+
+def per_process_batch(total: int, world: int, accum: int) -> int:
+    per, rem = divmod(int(total), world * accum)
+    if rem or per < 1:
+        raise ConfigError(f"optim.total_batch_size={total} is not divisible by world size {world} "
+                          f"x accum_iter {accum}")
+    return per
+

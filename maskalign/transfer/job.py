@@ -1,0 +1,56 @@
+"""What every classification transfer job does around its loop: folders, seeds, source, record.
+
+A job's folder is ``<output_dir>/<task>/<name>/`` holding ``config.yaml`` (resolved), its
+checkpoints, ``log.jsonl`` and, when it has finished, ``record.json``. The record inherits the
+pre-training metadata of the source checkpoint (method, backbone, ratios, epochs), except for a
+run from random initialisation, which is recorded as method ``scratch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from maskalign.config import save_config, to_plain
+from maskalign.distributed import DistInfo, init_distributed
+from maskalign.engine.rng import seed_everything
+from maskalign.transfer.source import PretrainedEncoder, TransferRecorder, load_pretrained
+
+
+def run_dir(cfg: Any, task: str) -> Path:
+    return Path(str(cfg.output_dir)) / task / str(cfg.name)
+
+
+def default_run_name(source_path: str | Path, meta: dict[str, Any], config_name: str) -> str:
+    """``<source run>-<config>``: the pre-training run (or fine-tuning run) and the recipe applied to it."""
+    run = meta.get("run") or Path(source_path).resolve().parent.name or "run"
+    return f"{run}-{config_name}"
+
+
+@dataclass
+class Job:
+    task: str
+    cfg: Any
+    info: DistInfo
+    out: Path
+    source: PretrainedEncoder
+    recorder: TransferRecorder
+
+
+def start_job(task: str, cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None,
+              pretrained: bool = True) -> Job:
+    """Set up process group, folder, seed and source; ``pretrained=False`` records a scratch baseline."""
+    info = dist_info or init_distributed(cfg.runtime.device)
+    out = run_dir(cfg, task)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    seed_everything(int(cfg.seed) + info.rank)
+    source = load_pretrained(ckpt)
+    as_recorded = source
+    if not pretrained:
+        as_recorded = replace(source, meta={**source.meta, "method": "scratch", "supervision": "none",
+                                            "pt_epochs": 0, "forward_ratio": None, "reconstruct_ratio": None})
+    recorder = TransferRecorder(task, str(cfg.name), as_recorded, {**to_plain(cfg), "ckpt": str(ckpt)})
+    return Job(task, cfg, info, out, source, recorder)
