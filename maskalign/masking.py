@@ -45,7 +45,12 @@ def attentive_masking(cls_attn: torch.Tensor, mask_ratio: float, *, deterministi
     # Rows of exact zeros (possible in low precision) would make multinomial fail; a tiny floor
     # keeps every patch drawable without changing the distribution measurably.
     weights = weights + 1e-12
-    return torch.multinomial(weights, n_keep, replacement=False, generator=generator)
+    # ``torch.multinomial(weights, n_keep, replacement=False)`` computed the way its own kernel does
+    # (top-k of w / Exp(1), the Gumbel-top-k trick), which gives the same indices for the same RNG
+    # state, minus multinomial's two validity checks that read values back to the host: on CUDA
+    # those were a device sync inside every training step.
+    q = torch.empty_like(weights).exponential_(1, generator=generator)
+    return torch.topk(weights / q, n_keep, dim=1).indices
 
 
 def visible_mask(keep_idx: torch.Tensor, num_patches: int) -> torch.Tensor:
