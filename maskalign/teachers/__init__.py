@@ -24,14 +24,21 @@ def build_teacher(cfg: Any, student_img_size: int) -> Teacher | None:
 
         return timm_teacher(cfg.name, bool(cfg.pretrained), cfg.input_size or None, cfg.label)
     if backend == "local":
-        from maskalign.teachers.timm_teacher import local_teacher
-
         if not cfg.checkpoint:
             raise ValueError("teacher.backend=local needs teacher.checkpoint")
-        return local_teacher(cfg.checkpoint, cfg.input_size or None, cfg.label)
+        return _local(cfg.checkpoint, cfg.input_size or None, cfg.label)
     if backend == "demo":
         from maskalign.teachers.demo_teacher import ensure_demo_teacher
-        from maskalign.teachers.timm_teacher import local_teacher
 
-        return local_teacher(ensure_demo_teacher(), cfg.input_size or None, cfg.label)
+        return _local(ensure_demo_teacher(), cfg.input_size or None, cfg.label)
     raise ValueError(f"unknown teacher.backend {backend!r}; use open_clip, timm, local or none")
+
+
+def _local(path: Any, input_size: int | None, label: str | None) -> Teacher:
+    """A teacher file of this project: an exported ViT encoder, or a demo teacher (token CNN)."""
+    from maskalign.teachers.demo_teacher import is_token_cnn, load_demo_teacher
+    from maskalign.teachers.timm_teacher import local_teacher
+
+    if is_token_cnn(path):
+        return load_demo_teacher(path, input_size, label)
+    return local_teacher(path, input_size, label)

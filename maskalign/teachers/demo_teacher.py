@@ -1,17 +1,18 @@
-"""The demo world's teacher: a small ViT the project trains itself, with dense labels.
+"""The demo world's teacher: a small token-grid CNN the project trains itself, with dense labels.
 
 No CLIP or DINO weights can be downloaded here, and a random teacher would make MaskAlign
-meaningless. So the first run trains a small ViT on a "teacher corpus" drawn by the demo world's
-scene renderer (as CLIP was trained on data other than ImageNet), exports its encoder in the same
-format as every other encoder of this project, and caches it beside the demo data. It is then an
-ordinary ``local`` teacher.
+meaningless. So the first run trains a teacher on a "teacher corpus" drawn by the demo world's
+scene renderer (as CLIP was trained on data other than ImageNet), saves it beside the demo data
+(``teacher/encoder.pth`` + ``encoder.json``, tensors only) and serves it as a frozen teacher.
 
-Why dense labels: a plain ViT trained from scratch on a few thousand images with one label each
-stays near chance for many epochs, because it must discover locality from data. The renderer
-knows every pixel's class, so each patch token is also trained to name the object it covers
-(or background), next to the [CLS] label of the largest object. That is 64 times more signal per
-image, the teacher learns in a few epochs, its patch features carry semantics (what MaskAlign's
-targets should) and its [CLS] attention falls on objects (what attentive masking needs).
+Why a CNN (:mod:`maskalign.teachers.token_cnn`) and not a ViT: in the few CPU-minutes a first run
+can spend, a small ViT from scratch stays near chance on the demo shapes, while a CNN whose feature
+maps sit on the student's 8x8 token grid reaches about 60%. Its blocks give per-token features
+and its attention-pooling head a [CLS]->patch attention, the two things MaskAlign needs of a teacher.
+
+Why dense labels: the renderer knows every pixel's class, so each patch token is also trained to
+name the object it covers (or background), next to the image label of the largest object: many
+times more signal per image, and patch features that carry what MaskAlign's targets should.
 """
 
 from __future__ import annotations
@@ -23,17 +24,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-DEMO_TEACHER_ARCH = {"img_size": 64, "patch_size": 8, "embed_dim": 128, "depth": 6, "num_heads": 4, "mlp_ratio": 4.0}
-VERSION = 2
+from maskalign.teachers.token_cnn import KIND, TokenCNN, TokenCNNTeacher
+
+DEMO_TEACHER_ARCH = {"kind": KIND, "img_size": 64, "patch_size": 8, "embed_dim": 128, "depth": 6}
+VERSION = 3
 CORPUS_SEED = 20230227  # a stream of its own, disjoint from the demo ImageNet copy's images
+LABEL = "DemoCNN/8 (dense-supervised)"
 
 
 def render_corpus(n: int, size: int, patch: int, seed: int = CORPUS_SEED):
-    """``n`` scenes of 1-2 objects: normalised images, [CLS] labels, per-patch labels (10 = background)."""
+    """``n`` scenes of 1-2 objects: normalised images, image labels, per-patch labels (10 = background)."""
     from maskalign.data.demo_world import NUM_CLASSES, image_rng, render_scene
     from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
 
@@ -56,20 +59,20 @@ def render_corpus(n: int, size: int, patch: int, seed: int = CORPUS_SEED):
     return x, torch.tensor(labels), torch.from_numpy(np.stack(patch_labels))
 
 
-def _evaluate(model: nn.Module, loader: DataLoader) -> float:
+def _evaluate(model: TokenCNN, loader: DataLoader) -> float:
     model.eval()
     correct = total = 0
     with torch.no_grad():
         for x, y in loader:
-            correct += (model(x).argmax(1) == y).sum().item()
+            correct += (model(x)[0].argmax(1) == y).sum().item()
             total += y.numel()
     return 100.0 * correct / max(total, 1)
 
 
-def train_demo_teacher(demo_imagenet: Path, out: Path, epochs: int = 10, corpus: int = 3000,
+def train_demo_teacher(demo_imagenet: Path, out: Path, epochs: int = 12, corpus: int = 3000,
                        seed: int = 0) -> dict:
-    """Train, evaluate on the demo ImageNet val split, and export to ``out/encoder.pth``."""
-    from maskalign.checkpoint import build_timm_vit, export_encoder
+    """Train, evaluate on the demo ImageNet val split, and save to ``out/encoder.pth``."""
+    from maskalign.atomic import atomic_torch_save, atomic_write_text
     from maskalign.data.demo_world import NUM_CLASSES
     from maskalign.data.imagenet import image_folder
     from maskalign.data.transforms import eval_transform
@@ -82,30 +85,53 @@ def train_demo_teacher(demo_imagenet: Path, out: Path, epochs: int = 10, corpus:
                         generator=torch.Generator().manual_seed(seed))
     val = DataLoader(image_folder(demo_imagenet, "val", eval_transform(a["img_size"], crop_pct=1.0)),
                      batch_size=128)
-    model = build_timm_vit(a, num_classes=NUM_CLASSES, drop_path_rate=0.05)
-    patch_head = nn.Linear(a["embed_dim"], NUM_CLASSES + 1)
-    lr = 1e-3
-    opt = torch.optim.AdamW(param_groups(model, 0.05) + param_groups(patch_head, 0.05), lr=lr)
+    model = TokenCNN(a, NUM_CLASSES)
+    lr = 3e-3
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=lr)
+    g = a["img_size"] // a["patch_size"]
     for epoch in range(epochs):
         model.train()
         for i, (xb, yb, pb) in enumerate(loader):
             set_lr(opt, cosine_lr(epoch + i / len(loader), lr, 1e-5, 1, epochs))
             flip = torch.rand(xb.shape[0]) < 0.5
             xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(3), xb)
-            g = a["img_size"] // a["patch_size"]
             pb = torch.where(flip.view(-1, 1), pb.view(-1, g, g).flip(2).reshape(len(pb), -1), pb)
-            feats = model.forward_features(xb)
-            loss = (F.cross_entropy(model.forward_head(feats), yb)
-                    + F.cross_entropy(patch_head(feats[:, 1:]).flatten(0, 1), pb.flatten()))
+            logits, patch_logits = model(xb)
+            loss = F.cross_entropy(logits, yb) + F.cross_entropy(patch_logits.flatten(0, 1), pb.flatten())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
     acc = _evaluate(model, val)
-    state = {k: v for k, v in model.state_dict().items() if not k.startswith("head.")}
-    meta = {"arch": a, "label": "DemoViT/8 (dense-supervised)", "val_top1": acc, "epochs": epochs,
+    meta = {"arch": a, "num_classes": NUM_CLASSES, "label": LABEL, "val_top1": acc, "epochs": epochs,
             "corpus_images": corpus, "version": VERSION}
-    export_encoder(out, state, meta)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save({k: v.contiguous() for k, v in model.state_dict().items()}, out / "encoder.pth")
+    atomic_write_text(out / "encoder.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
+
+
+def is_token_cnn(path: str | Path) -> bool:
+    """Whether ``path`` is a teacher file of this module (its sidecar names the kind)."""
+    side = Path(path).with_suffix(".json")
+    try:
+        return json.loads(side.read_text()).get("arch", {}).get("kind") == KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_demo_teacher(path: str | Path, input_size: int | None = None, label: str | None = None) -> TokenCNNTeacher:
+    """The frozen teacher saved by :func:`train_demo_teacher`."""
+    from maskalign.checkpoint import CheckpointError, load_file
+
+    path = Path(path)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    model = TokenCNN(meta["arch"], int(meta["num_classes"]))
+    try:
+        model.load_state_dict(load_file(path))
+    except (RuntimeError, TypeError, AttributeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CheckpointError(f"{path}: does not fit the demo teacher {meta['arch']} ({first})") from None
+    return TokenCNNTeacher(model, label or meta.get("label") or LABEL, input_size)
 
 
 def ensure_demo_teacher(demo_root: Path | None = None) -> Path:
