@@ -47,12 +47,16 @@ def main(args: argparse.Namespace) -> int:
     if len(labels) > len(args.ckpt):
         print("attention_maps: more --label than --ckpt", file=sys.stderr)
         return 2
-    encoders = [load_encoder(c, labels[i] if i < len(labels) else None) for i, c in enumerate(args.ckpt)]
-    images = (
-        load_images(args.images, args.num_images)
-        if args.images
-        else demo_images(args.num_images, seed=args.seed)
-    )
+    try:
+        encoders = [load_encoder(c, labels[i] if i < len(labels) else None) for i, c in enumerate(args.ckpt)]
+        images = (
+            load_images(args.images, args.num_images)
+            if args.images
+            else demo_images(args.num_images, seed=args.seed)
+        )
+    except (OSError, ValueError, TypeError, RuntimeError) as e:  # a bad --ckpt or --images: one line
+        print(f"attention_maps: {e}", file=sys.stderr)
+        return 2
     out = render(images, encoders, attention_maps(encoders, images), args.out, dpi=args.dpi)
     print(f"wrote {out}")
     return 0

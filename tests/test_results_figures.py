@@ -154,3 +154,16 @@ def test_attention_maps_script(tmp_path):
     assert script.main(args) == 0
     px = pixels(tmp_path / "s.png")
     assert px.shape == (3 * 200, 2 * 200, 3) and px.std() > MIN_STD
+
+
+def test_attention_maps_script_refuses_bad_input_in_one_line(tmp_path, capsys):
+    script = _script("attention_maps")
+    not_vit = tmp_path / "cnn.pth"
+    torch.save({"stem.0.weight": torch.zeros(4, 3, 3, 3)}, not_vit)
+    for argv, needle in ((["--ckpt", str(not_vit)], "cnn.pth: no 'cls_token'"),
+                         (["--ckpt", str(_export(tmp_path / "a.pth")), "--images", str(tmp_path / "none")], "none")):
+        args = script.get_args_parser().parse_args([*argv, "--out", str(tmp_path / "x.png")])
+        assert script.main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "x.png").exists()
