@@ -248,7 +248,11 @@ def _run_slurm(cmd: list[str]) -> str:
         raise LaunchError(f"launcher: `{' '.join(cmd)}` failed ({e})") from None
     if res.returncode != 0:
         msg = (res.stderr or res.stdout).strip().splitlines()
-        raise LaunchError(f"launcher: `{' '.join(cmd)}` failed: {msg[-1] if msg else f'exit {res.returncode}'}")
+        # sbatch on PATH but no answering controller (a stopped test cluster, a broken login node):
+        # the job is not silently run here instead, which on a login node would be wrong; say how.
+        raise LaunchError(f"launcher: `{' '.join(cmd)}` failed: {msg[-1] if msg else f'exit {res.returncode}'} "
+                          f"(SLURM's tools are on PATH but the cluster did not answer; --local runs the job "
+                          f"on this machine)")
     return res.stdout
 
 

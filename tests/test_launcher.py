@@ -325,3 +325,17 @@ def test_cluster_script_parses_and_explains_its_usage() -> None:
     assert subprocess.run(["bash", "-n", str(script)], timeout=30, check=False).returncode == 0
     res = subprocess.run(["bash", str(script), "frobnicate"], capture_output=True, text=True, timeout=30, check=False)
     assert res.returncode == 2 and "usage:" in res.stderr and "start|stop|status" in res.stderr
+
+
+def test_unreachable_controller_is_one_line_that_names_local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for tool in ("sbatch", "sinfo"):
+        exe = tmp_path / tool
+        exe.write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to contact slurm controller (connect failure)' >&2\n"
+                       "exit 1\n")
+        exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert L.slurm_available()
+    with pytest.raises(L.LaunchError) as info:
+        L.partitions()
+    msg = str(info.value)
+    assert "\n" not in msg and "Unable to contact slurm controller" in msg and "--local" in msg
