@@ -37,6 +37,17 @@ class Job:
     source: PretrainedEncoder
     recorder: TransferRecorder
 
+    def finish(self, result: dict[str, Any]) -> dict[str, Any]:
+        """Record a classifier loop's result (last and best val top-1/top-5) and return it with them."""
+        if self.info.is_main:
+            last, best = result["last"], result["best"]
+            metrics = {"top1": last["top1"], "top5": last["top5"], "best_top1": best["top1"],
+                       "best_epoch": best.get("epoch", 0)}
+            self.recorder.write(self.out, metrics, checkpoint=result["checkpoint"])
+            result["metrics"] = metrics
+        result["out_dir"] = str(self.out)
+        return result
+
 
 def start_job(task: str, cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None,
               pretrained: bool = True) -> Job:

@@ -78,11 +78,4 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
                         max_steps=cfg.runtime.max_steps, amp=cfg.runtime.amp)
     result = fit(model, optimizer, nn.CrossEntropyLoss(), tl, sampler, vl, info, job.out, schedule, saved,
                  tag="linprobe", set_mode=probe_mode)
-    if info.is_main:
-        last, best = result["last"], result["best"]
-        metrics = {"top1": last["top1"], "top5": last["top5"], "best_top1": best["top1"],
-                   "best_epoch": best.get("epoch", 0)}
-        job.recorder.write(job.out, metrics, checkpoint=result["checkpoint"])
-        result["metrics"] = metrics
-    result["out_dir"] = str(job.out)
-    return result
+    return job.finish(result)
