@@ -110,8 +110,3 @@ class TokenCNNTeacher(Teacher):
             hidden[i] = torch.cat([cls, feats[i]], dim=1)
         return TeacherOutput(hidden=hidden, cls_attn=weights if with_attn else None)
 
-
-def load_token_cnn(state: dict[str, torch.Tensor], arch: dict[str, Any], num_classes: int) -> TokenCNN:
-    model = TokenCNN(arch, num_classes)
-    model.load_state_dict(state)
-    return model
