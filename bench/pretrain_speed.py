@@ -57,6 +57,8 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.weak import WeakIdKeyDictionary
 
+from maskalign.amp import autocast
+
 # Pre-training epochs of each method in the paper's comparison (Table 7 and the methods' own recipes).
 PAPER_EPOCHS = {"maskalign": 200, "fd": 300, "mae": 1600, "crossmae": 800, "lut": 1600, "milan": 400}
 # Table 7 row keys (results/paper_reference/table7.csv); the others become extra rows.
@@ -89,19 +91,23 @@ class MethodSpec:
     overrides: list[str] = field(default_factory=list)
 
 
-# Each objective is built from its own ViT-B/16 recipe file (decoder sizes, mask ratios, drop path
-# as in the paper's runs); only the student size, resolution and teacher are overridden.
-METHODS = [
-    MethodSpec("maskalign", "MaskAlign", "maskalign_vitb16_clipb16_200ep", "maskalign", True),
-    # FD = MaskAlign at mask ratio 0, layer-wise, top-1 (the project's FD-CLIP, Table 1 / Table 7).
-    MethodSpec("fd", "FD", "fd_clipb16_vitb16_300ep", "maskalign", True),
-    MethodSpec("mae", "MAE", "mae_vitb16_1600ep", "mae", False),
-    MethodSpec("crossmae", "CrossMAE", "crossmae_vitb16_800ep", "crossmae", False),
-    MethodSpec("lut", "LUT", "lut_vitb16_1600ep", "lut", False),
+def registered_methods() -> list[MethodSpec]:
+    """Every method id a registered objective declares a paper recipe for (``Objective.recipes``:
+    MaskAlign declares FD too, as MaskAlign at mask ratio 0), in registration order, then the
+    MILAN-style cost model built here. Each is built from its own ViT-B/16 recipe file (decoder
+    sizes, mask ratios, drop path as in the paper's runs); only the student size, resolution and
+    teacher are overridden."""
+    from maskalign.objectives import OBJECTIVES
+
+    specs = [MethodSpec(key, cls.method_labels().get(key, key), recipe, name, cls.uses_teacher)
+             for name, cls in OBJECTIVES.items() for key, recipe in cls.recipes.items()]
     # A cost model of MILAN's decoder-style distillation, built here (not in the registry).
-    MethodSpec("milan", "MILAN-like", "maskalign_vitb16_clipb16_200ep", "", True,
-               ["student.drop_path=0.0"]),
-]
+    specs.append(MethodSpec("milan", "MILAN-like", "maskalign_vitb16_clipb16_200ep", "", True,
+                            ["student.drop_path=0.0"]))
+    return specs
+
+
+METHODS = registered_methods()
 
 
 # --- FLOP counting ------------------------------------------------------------------------------
@@ -402,15 +408,9 @@ class Entry:
         return f"{self.spec.label} [{self.variant}]" if self.variant else self.spec.label
 
 
-def autocast_ctx(device: torch.device, amp: str):
-    if amp == "none" or (amp == "auto" and device.type != "cuda"):
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
 def train_step(e: Entry, device: torch.device, amp: str) -> torch.Tensor:
     """The engine's step: no host synchronisation anywhere."""
-    with autocast_ctx(device, amp):
+    with autocast(device, amp):
         out = e.obj(e.images)
     out.loss.backward()
     e.opt.step()
@@ -428,7 +428,7 @@ def count_step_flops(e: Entry, device: torch.device, amp: str, batch: int = 2) -
     images = [torch.randn(shape, device=device) for _ in e.images] if isinstance(e.images, list) \
         else torch.randn(shape, device=device)
     with flop_counter() as fc:
-        with autocast_ctx(device, amp):
+        with autocast(device, amp):
             out = e.obj(images)
         fwd = fc.get_total_flops()
         out.loss.backward()
@@ -502,7 +502,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--patch-size", type=int, default=16)
     p.add_argument("--batch", type=int, default=None, help="per-step batch (default: 128 on CUDA, 4 on CPU)")
-    p.add_argument("--methods", default="maskalign,fd,mae,crossmae,lut,milan",
+    p.add_argument("--methods", default=",".join(m.key for m in METHODS),
                    help="comma-separated subset of " + ",".join(m.key for m in METHODS))
     p.add_argument("--rounds", type=int, default=3, help="round-robin rounds over the objectives")
     p.add_argument("--iters", type=int, default=None, help="timed iterations per objective per round "
@@ -846,7 +846,7 @@ def _write_records(out: Path, pairs: list[tuple[dict, Entry]], setting: dict) ->
             backbone=backbone_label(setting["student"], setting["patch_size"]),
             supervision=str(attr(e.obj, "supervision") or "RGB"), forward_ratio=attr(e.obj, "forward_ratio"),
             reconstruct_ratio=attr(e.obj, "reconstruct_ratio"), pt_epochs=None,
-            paper_ref={"table": "7", "row": TABLE7_ROW[r["method"]]},
+            paper_ref={"table": "7", "row": TABLE7_ROW.get(r["method"], r["method"])},
             metrics=metrics, config={"epochs": r["paper_epochs"], **setting}))
 
 

@@ -2,8 +2,9 @@
 
 Under SLURM (one task per GPU, or one per node without GPUs, as the launcher submits them) rank,
 local rank and world size come from ``SLURM_PROCID``/``SLURM_LOCALID``/``SLURM_STEP_NUM_TASKS``
-(the srun step's tasks) and the master is the first host of the job's node list, on a port derived from the job id; under
-torchrun from ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``. NCCL on GPUs, gloo on CPUs.
+(the srun step's tasks) and the master is the first host of the job's node list, on a port
+derived from the job id; under torchrun from ``RANK``/``LOCAL_RANK``/``WORLD_SIZE``. NCCL on GPUs,
+gloo on CPUs. :func:`resolve_device` is the one place a config's device setting is read.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from maskalign.errors import UserError
 
 if TYPE_CHECKING:  # torch is imported where it is used: reading the environment must stay light
     import torch
@@ -162,13 +165,19 @@ def export_torchrun_env(pe: ProcessEnv | None = None) -> ProcessEnv:
     return pe
 
 
-def resolve_device(pref: str) -> torch.device:
+def resolve_device(pref: str | None = "auto", key: str = "runtime.device") -> torch.device:
+    """The device a config asks for: ``auto`` (CUDA when visible, else the CPU), ``cpu``, ``cuda``
+    or ``cuda:N``. Asking for CUDA where none is visible, or for anything else, is refused in one
+    line naming the config ``key`` (every job's device setting goes through here)."""
     torch = _torch()
-    if pref == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("runtime.device=cuda but no CUDA device is visible")
-    if pref in ("cuda", "auto") and torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("cpu")
+    pref = str(pref or "auto")
+    if pref == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", pref):
+        raise UserError(f"{key}: unknown device {pref!r}; use auto, cpu, cuda or cuda:N")
+    if pref.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"{key}={pref} but no CUDA device is visible; add {key}=cpu to run on the CPU")
+    return torch.device(pref)
 
 
 def init_distributed(device_pref: str = "auto") -> DistInfo:

@@ -25,12 +25,3 @@ def eval_transform(img_size: int, crop_pct: float = 0.875) -> T.Compose:
         T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
 
-
-class MultiView:
-    """Applies a transform ``n`` times, for objectives that take several views (LUT)."""
-
-    def __init__(self, *views) -> None:
-        self.views = views
-
-    def __call__(self, img):
-        return [v(img) for v in self.views]

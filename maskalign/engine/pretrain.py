@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from maskalign.amp import autocast
 from maskalign.checkpoint import (CheckpointError, export_encoder, latest_checkpoint, load_file,
                                   save_training_checkpoint)
 from maskalign.config import ConfigError, save_config, to_plain
@@ -35,7 +36,7 @@ def run_dir(cfg: Any) -> Path:
 def build_train_set(cfg: Any, objective: Objective):
     from maskalign.data.imagenet import image_folder
 
-    transform = objective.train_transform(cfg) if hasattr(objective, "train_transform") else None
+    transform = objective.train_transform(cfg)
     if transform is None:
         from maskalign.data.transforms import pretrain_transform
 
@@ -57,7 +58,7 @@ def pretrain_meta(cfg: Any, objective: Objective, epochs_done: int) -> dict[str,
     """What transfer jobs and the tables need to know about this encoder."""
     return {
         "arch": objective.encoder.arch(),
-        "method": objective.method_id if hasattr(objective, "method_id") else objective.name,
+        "method": objective.method_id,
         "backbone": backbone_label(cfg.student.arch, cfg.student.patch_size),
         "supervision": objective.supervision,
         "forward_ratio": objective.forward_ratio,
@@ -66,12 +67,6 @@ def pretrain_meta(cfg: Any, objective: Objective, epochs_done: int) -> dict[str,
         "paper_ref": to_plain(cfg.paper_ref) if cfg.paper_ref is not None else None,
         "run": cfg.name,
     }
-
-
-def _autocast(device: torch.device, amp: str):
-    if amp == "none" or (amp == "auto" and device.type != "cuda"):
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 class _Log:
@@ -120,8 +115,7 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
     iters = len(loader)
     if iters == 0:
         raise ConfigError(f"the training set ({len(dataset)} images) is smaller than one batch of {per_proc}")
-    lr = (scaled_lr(cfg.optim.blr, cfg.optim.total_batch_size, cfg.optim.lr_rule)
-          * getattr(objective, "lr_multiplier", 1.0))
+    lr = scaled_lr(cfg.optim.blr, cfg.optim.total_batch_size, cfg.optim.lr_rule) * objective.lr_multiplier
     optimizer = build_adamw(param_groups(objective, cfg.optim.weight_decay, objective.no_weight_decay()),
                             lr, tuple(cfg.optim.betas), info.device)
     model: torch.nn.Module = objective
@@ -130,7 +124,7 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
     if info.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             objective, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-            find_unused_parameters=getattr(objective, "find_unused_parameters", False))
+            find_unused_parameters=objective.find_unused_parameters)
 
     start_epoch, step = 0, 0
     ckpt_path = latest_checkpoint(out)
@@ -177,7 +171,7 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
                 images = [v.to(info.device, non_blocking=True) for v in images]
             else:
                 images = images.to(info.device, non_blocking=True)
-            with _autocast(info.device, cfg.runtime.amp):
+            with autocast(info.device, cfg.runtime.amp):
                 result = model(images)
             (result.loss / cfg.optim.accum_iter).backward()
             if (it + 1) % cfg.optim.accum_iter == 0:

@@ -19,6 +19,7 @@ import torch.nn as nn
 from timm.layers import PatchEmbed
 from timm.models.vision_transformer import Block
 
+from maskalign.models.init import init_linear_and_norm
 from maskalign.models.pos_embed import sincos_2d
 
 
@@ -74,14 +75,7 @@ class MaskedViT(nn.Module):
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_linear_and_norm(self)
 
     def arch(self) -> dict[str, float | int]:
         """The constructor arguments a loader needs to rebuild this encoder."""

@@ -36,17 +36,19 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Mlp
 
+from maskalign.config import ConfigError
 from maskalign.masking import num_visible
-from maskalign.models.pos_embed import sincos_2d
 from maskalign.models.vit import MaskedViT
 from maskalign.objectives.base import Objective, ObjectiveOutput
-from maskalign.objectives.mae import init_decoder_weights, pixel_targets
+from maskalign.objectives.pixels import add_pixel_decoder, check_decoder, check_pixel_method, pixel_targets
+from maskalign.objectives.registry import build_student, register_objective
 
 LR_SCALES = ("ratio", "inverse", "none")
 
@@ -101,6 +103,7 @@ class CrossAttentionBlock(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+@register_objective("crossmae")
 class CrossMAE(Objective):
     """Cross-attention masked autoencoder with partial reconstruction and feature fusion.
 
@@ -115,8 +118,8 @@ class CrossMAE(Objective):
         lr_scale: "ratio" (lr x kmr/mr, the official default), "inverse" (x mr/kmr) or "none".
     """
 
-    name = "crossmae"
-    find_unused_parameters = False
+    label = "CrossMAE"
+    recipes = {"crossmae": "crossmae_vitb16_800ep"}
 
     def __init__(self, encoder: MaskedViT, *, mask_ratio: float = 0.75, kept_mask_ratio: float = 0.25,
                  decoder_dim: int = 512, decoder_depth: int = 8, decoder_heads: int = 16,
@@ -141,24 +144,37 @@ class CrossMAE(Objective):
         # The encoder's final norm is not on CrossMAE's path (fused maps are pre-norm).
         encoder.norm.requires_grad_(False)
 
-        d_enc, p = encoder.embed_dim, encoder.patch_size
+        d_enc = encoder.embed_dim
         self.wfm = WeightedFeatureMaps(encoder.depth + int(use_input), decoder_depth)
         self.dec_norms = nn.ModuleList(nn.LayerNorm(d_enc, eps=1e-6) for _ in range(decoder_depth))
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.decoder_pos_embed = nn.Parameter(sincos_2d(decoder_dim, *encoder.grid), requires_grad=False)
-        self.decoder_blocks = nn.ModuleList(
+        blocks = nn.ModuleList(
             CrossAttentionBlock(decoder_dim, d_enc, decoder_heads, mlp_ratio) for _ in range(decoder_depth))
-        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
-        self.decoder_pred = nn.Linear(decoder_dim, p * p * 3)
-        for m in (self.dec_norms, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
-            init_decoder_weights(m)
-        nn.init.normal_(self.mask_token, std=0.02)
+        add_pixel_decoder(self, encoder, decoder_dim, blocks, init_first=[self.dec_norms])
+
+    # --- built from a config -----------------------------------------------------------------
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        check_pixel_method(cfg)
+        c = cfg.crossmae
+        check_decoder("crossmae", c)
+        if not 0.0 < c.kept_mask_ratio <= cfg.mask.ratio:
+            raise ConfigError(f"crossmae.kept_mask_ratio={c.kept_mask_ratio} must be in (0, mask.ratio="
+                              f"{cfg.mask.ratio}]: only masked patches can be predicted")
+        if c.lr_scale not in LR_SCALES:
+            raise ConfigError(f"crossmae.lr_scale: unknown {c.lr_scale!r}; use {', '.join(LR_SCALES)}")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> CrossMAE:
+        c = cfg.crossmae
+        encoder = build_student(cfg)
+        n = encoder.num_patches
+        if n - int(n * (1 - cfg.mask.ratio)) - int(n * (cfg.mask.ratio - c.kept_mask_ratio)) < 1:
+            raise ConfigError(f"crossmae.kept_mask_ratio={c.kept_mask_ratio} predicts no patch of {n}")
+        return cls(encoder, mask_ratio=cfg.mask.ratio, kept_mask_ratio=c.kept_mask_ratio,
+                   decoder_dim=c.decoder_dim, decoder_depth=c.decoder_depth, decoder_heads=c.decoder_heads,
+                   use_input=c.use_input, norm_pix_loss=c.norm_pix_loss, lr_scale=c.lr_scale)
 
     # --- what the tables and the engine read --------------------------------------------------
-    @property
-    def method_id(self) -> str:
-        return self.name
-
     @property
     def forward_ratio(self) -> float:
         return self.num_keep / self.encoder.num_patches

@@ -33,15 +33,19 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torchvision import transforms as T
 
+from maskalign.config import ConfigError
+from maskalign.models.init import init_linear_and_norm
 from maskalign.models.vit import MaskedViT
 from maskalign.objectives.base import ObjectiveOutput
 from maskalign.objectives.mae import MAE
+from maskalign.objectives.registry import build_student, register_objective
 from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -68,9 +72,7 @@ def build_mlp(depth: int, in_dim: int, hidden_dim: int, out_dim: int, norm: str 
             else:
                 raise ValueError(f"unknown MLP activation {act!r}; use relu or gelu")
     mlp = nn.Sequential(*layers)
-    for m in mlp.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
+    init_linear_and_norm(mlp)
     return mlp
 
 
@@ -136,6 +138,7 @@ def _strip_compile(name: str) -> str:
     return name.replace("_orig_mod.", "")
 
 
+@register_objective("lut")
 class LUT(MAE):
     """MAE + broader-context loss on the unmasked tokens against an EMA teacher.
 
@@ -148,7 +151,8 @@ class LUT(MAE):
         head_depth, pred_depth, mlp_dim, mlp_norm, mlp_act: projector and predictor MLPs.
     """
 
-    name = "lut"
+    label = "LUT"
+    recipes = {"lut": "lut_vitb16_1600ep"}
     num_views = 2
 
     def __init__(self, encoder: MaskedViT, *, mask_ratio: float = 0.75, decoder_dim: int = 512,
@@ -169,7 +173,32 @@ class LUT(MAE):
         self.ema = EMABranch(self.encoder, self.projector)
         self.momentum = ema_momentum  # the value used by the last update (logged)
 
-    def train_transform(self, cfg) -> SharedCropViews:
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        super().check_config(cfg)  # MAE's part: random masking, no teacher, the ``mae`` decoder
+        u = cfg.lut
+        if cfg.mask.ratio < 0.5:
+            raise ConfigError(f"method=lut needs mask.ratio >= 0.5 (two disjoint visible sets), got {cfg.mask.ratio}")
+        if not 0.0 <= u.ema_momentum <= 1.0:
+            raise ConfigError(f"lut.ema_momentum must be in [0, 1], got {u.ema_momentum}")
+        if u.head_depth < 1 or u.pred_depth < 1:
+            raise ConfigError(f"lut.head_depth and lut.pred_depth must be at least 1 "
+                              f"(got {u.head_depth}, {u.pred_depth})")
+        if u.mlp_norm not in ("bn", "ln", "none"):
+            raise ConfigError(f"lut.mlp_norm: unknown {u.mlp_norm!r}; use bn, ln or none")
+        if u.mlp_act not in ("relu", "gelu"):
+            raise ConfigError(f"lut.mlp_act: unknown {u.mlp_act!r}; use relu or gelu")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> LUT:
+        m, u = cfg.mae, cfg.lut
+        return cls(build_student(cfg), mask_ratio=cfg.mask.ratio, decoder_dim=m.decoder_dim,
+                   decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads, norm_pix_loss=m.norm_pix_loss,
+                   mae_weight=u.mae_weight, bc_weight=u.bc_weight, ema_momentum=u.ema_momentum,
+                   head_depth=u.head_depth, pred_depth=u.pred_depth, mlp_dim=u.mlp_dim, mlp_norm=u.mlp_norm,
+                   mlp_act=u.mlp_act)
+
+    def train_transform(self, cfg: Any) -> SharedCropViews:
         return SharedCropViews(cfg.student.img_size)
 
     def choose_visible_pair(self, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,58 +12,29 @@ As in ``facebookresearch/mae`` ``models_mae.py``:
   normalised by its own mean and unbiased variance (eps 1e-6) with ``norm_pix_loss``;
 * the loss is the per-patch MSE averaged over the masked patches only.
 
-Patch layout (``patchify``) is MAE's: within a patch, row, column, then channel.
-
-The pixel helpers here (``patchify``, ``pixel_targets``) are shared by CrossMAE and LUT.
+Patch layout (``patchify``) is MAE's: within a patch, row, column, then channel. The pixel
+helpers and the decoder parts MAE shares with CrossMAE live in :mod:`maskalign.objectives.pixels`.
 """
 
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn as nn
 from timm.models.vision_transformer import Block
 
 from maskalign.masking import num_visible, random_masking, visible_mask
-from maskalign.models.pos_embed import sincos_2d
 from maskalign.models.vit import MaskedViT
 from maskalign.objectives.base import Objective, ObjectiveOutput
+from maskalign.objectives.pixels import add_pixel_decoder, check_decoder, check_pixel_method, patchify, pixel_targets
+from maskalign.objectives.registry import build_student, register_objective
+
+__all__ = ["MAE", "patchify", "pixel_targets"]
 
 
-def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, H/p * W/p, p*p*C), patches in raster order, each as (row, col, channel)."""
-    b, c, h, w = images.shape
-    p = patch_size
-    if h % p or w % p:
-        raise ValueError(f"image {h}x{w} is not a multiple of the patch size {p}")
-    x = images.reshape(b, c, h // p, p, w // p, p)
-    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
-
-
-def pixel_targets(images: torch.Tensor, patch_size: int, norm_pix: bool = True, eps: float = 1e-6) -> torch.Tensor:
-    """Per-patch pixel targets in float32; with ``norm_pix`` each patch gets zero mean and unit
-    (unbiased) variance, as MAE's ``--norm_pix_loss``."""
-    t = patchify(images.float(), patch_size)
-    if norm_pix:
-        mean = t.mean(dim=-1, keepdim=True)
-        var = t.var(dim=-1, keepdim=True, unbiased=True)
-        t = (t - mean) / (var + eps) ** 0.5
-    return t
-
-
-def init_decoder_weights(module: nn.Module) -> None:
-    """MAE's init for everything outside the encoder: xavier-uniform Linear (bias 0), LN (1, 0)."""
-    for m in module.modules():
-        if isinstance(m, nn.Linear):
-            nn.init.xavier_uniform_(m.weight)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-
+@register_objective("mae")
 class MAE(Objective):
     """Masked autoencoder with a self-attention pixel decoder.
 
@@ -74,8 +45,8 @@ class MAE(Objective):
         norm_pix_loss: normalise each target patch by its own mean and variance.
     """
 
-    name = "mae"
-    find_unused_parameters = False
+    label = "MAE"
+    recipes = {"mae": "mae_vitb16_1600ep"}
 
     def __init__(self, encoder: MaskedViT, *, mask_ratio: float = 0.75, decoder_dim: int = 512,
                  decoder_depth: int = 8, decoder_heads: int = 16, mlp_ratio: float = 4.0,
@@ -85,25 +56,26 @@ class MAE(Objective):
             raise ValueError(f"MAE needs a mask ratio in (0, 1), got {mask_ratio}")
         self.encoder = encoder
         self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
-        p = encoder.patch_size
         self.decoder_embed = nn.Linear(encoder.embed_dim, decoder_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.decoder_pos_embed = nn.Parameter(sincos_2d(decoder_dim, *encoder.grid), requires_grad=False)
-        self.decoder_blocks = nn.ModuleList([
+        blocks = nn.ModuleList([
             Block(decoder_dim, decoder_heads, mlp_ratio, qkv_bias=True, norm_layer=partial(nn.LayerNorm, eps=1e-6))
             for _ in range(decoder_depth)
         ])
-        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
-        self.decoder_pred = nn.Linear(decoder_dim, p * p * 3)
-        for m in (self.decoder_embed, self.decoder_blocks, self.decoder_norm, self.decoder_pred):
-            init_decoder_weights(m)
-        nn.init.normal_(self.mask_token, std=0.02)
+        add_pixel_decoder(self, encoder, decoder_dim, blocks, init_first=[self.decoder_embed])
+
+    # --- built from a config -----------------------------------------------------------------
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        check_pixel_method(cfg)
+        check_decoder("mae", cfg.mae)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> MAE:
+        m = cfg.mae
+        return cls(build_student(cfg), mask_ratio=cfg.mask.ratio, decoder_dim=m.decoder_dim,
+                   decoder_depth=m.decoder_depth, decoder_heads=m.decoder_heads, norm_pix_loss=m.norm_pix_loss)
 
     # --- what the tables and the engine read --------------------------------------------------
-    @property
-    def method_id(self) -> str:
-        return self.name
-
     @property
     def num_keep(self) -> int:
         return num_visible(self.encoder.num_patches, self.mask_ratio)

@@ -10,17 +10,27 @@ tokens, every block's output kept -> DA -> LN targets gathered at the same posit
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from maskalign.alignment import DynamicAlignment, alignment_loss, normalize_target
+from maskalign.config import ConfigError
 from maskalign.masking import attentive_masking, num_visible, random_masking
 from maskalign.models.vit import MaskedViT
 from maskalign.objectives.base import Objective, ObjectiveOutput
+from maskalign.objectives.registry import build_student, register_objective
 from maskalign.teachers.base import Teacher
 
 
+@register_objective("maskalign")
 class MaskAlign(Objective):
-    name = "maskalign"
+    label = "MaskAlign"
+    # FD is MaskAlign at mask ratio 0 without DA (``method_id``); the paper's tables call FD under
+    # a CLIP teacher "FD-CLIP", and older records spell it out.
+    extra_method_labels = {"fd": "FD", "fd-clip": "FD-CLIP", "feature_distillation": "FD"}
+    recipes = {"maskalign": "maskalign_vitb16_clipb16_200ep", "fd": "fd_clipb16_vitb16_300ep"}
+    uses_teacher = True
     # The student's final norm gets no gradient (the official code discards its output), so DDP
     # must be told that some parameters go unused.
     find_unused_parameters = True
@@ -39,6 +49,40 @@ class MaskAlign(Objective):
         self.da = DynamicAlignment(encoder.embed_dim, encoder.depth, teacher.dim, teacher.depth, top_k,
                                    align_type, adaptor, adaptor_position)
         normalize_target(torch.zeros(1, 2, 4), target_norm)  # validates the name
+
+    @classmethod
+    def check_config(cls, cfg: Any) -> None:
+        from maskalign.teachers import teacher_depth
+
+        if cfg.teacher.backend == "none":
+            raise ConfigError("method=maskalign needs a teacher (teacher.backend is none)")
+        if cfg.mask.type not in ("attentive", "random"):
+            raise ConfigError(f"mask.type: unknown {cfg.mask.type!r}; use attentive or random")
+        if not 0.0 <= cfg.mask.ratio < 1.0:
+            raise ConfigError(f"mask.ratio must be in [0, 1), got {cfg.mask.ratio}")
+        if cfg.align.type not in ("dynamic", "layerwise"):
+            raise ConfigError(f"align.type: unknown {cfg.align.type!r}; use dynamic or layerwise")
+        if cfg.align.target_norm not in ("ln", "bn", "batchnorm", "none"):
+            raise ConfigError(f"align.target_norm: unknown {cfg.align.target_norm!r}; use ln, bn, batchnorm or none")
+        if cfg.align.adaptor not in ("linear", "mlp"):
+            raise ConfigError(f"align.adaptor: unknown {cfg.align.adaptor!r}; use linear or mlp")
+        depth = teacher_depth(cfg.teacher)  # known from the config alone for most teachers: no download
+        if depth is not None and not 1 <= cfg.align.top_k <= depth:
+            raise ConfigError(f"align.top_k={cfg.align.top_k} is outside 1..{depth}, the teacher's depth")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> MaskAlign:
+        from maskalign.teachers import build_teacher
+
+        encoder = build_student(cfg)
+        teacher = build_teacher(cfg.teacher, cfg.student.img_size)
+        if not 1 <= cfg.align.top_k <= teacher.depth:
+            raise ConfigError(f"align.top_k={cfg.align.top_k} is outside 1..{teacher.depth}, the teacher's depth")
+        return cls(encoder, teacher, mask_type=cfg.mask.type, mask_ratio=cfg.mask.ratio,
+                   deterministic_mask=cfg.mask.deterministic, align_type=cfg.align.type,
+                   top_k=cfg.align.top_k, adaptor=cfg.align.adaptor,
+                   adaptor_position=cfg.align.adaptor_position, target_norm=cfg.align.target_norm,
+                   align_cls=cfg.align.cls)
 
     @property
     def method_id(self) -> str:

@@ -1,9 +1,10 @@
 """How numbers and names are printed in the tables, the way the paper prints them.
 
-Ratios are stored as fractions (0.3) and printed as percent ("30%"); accuracies, AP, mIoU and mCE
-are stored in percent and printed with one decimal; a time factor prints as "2.8×". A cell whose
-run has no record prints :data:`MISSING`; a cell that does not apply is empty (and the paper's own
-"-" is kept as typed).
+Method names come from the objectives' own declarations (``Objective.label``), so a new method
+prints its label without an edit here. Ratios are stored as fractions (0.3) and printed as percent
+("30%"); accuracies, AP, mIoU and mCE are stored in percent and printed with one decimal; a time
+factor prints as "2.8×". A cell whose run has no record prints :data:`MISSING`; a cell that does
+not apply is empty (and the paper's own "-" is kept as typed).
 """
 
 from __future__ import annotations
@@ -17,15 +18,6 @@ import numpy as np
 MISSING = "—"
 NOT_APPLICABLE = ""
 
-_METHOD_NAMES = {
-    "maskalign": "MaskAlign",
-    "mae": "MAE",
-    "crossmae": "CrossMAE",
-    "lut": "LUT",
-    "fd": "FD",
-    "fd-clip": "FD-CLIP",
-    "feature_distillation": "FD",
-}
 _SIZES = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H", "giant": "g"}
 
 
@@ -90,7 +82,12 @@ def parse_cell(text: str) -> float | None:
 
 
 def method_name(method: str) -> str:
-    return _METHOD_NAMES.get(str(method).lower(), str(method))
+    """The label a registered objective declares for ``method`` (``Objective.label``); other
+    names (a paper's method, a benchmark's cost model) print as they are."""
+    from maskalign.objectives import method_labels
+
+    labels, name = method_labels(), str(method)
+    return labels.get(name) or labels.get(name.lower(), name)
 
 
 def backbone_name(backbone: str) -> str:

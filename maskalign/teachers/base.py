@@ -43,11 +43,25 @@ def cls_attention(q_in: torch.Tensor, q_w: torch.Tensor, q_b: torch.Tensor | Non
 
 
 class Teacher(nn.Module):
-    """Base class. Subclasses set ``dim``, ``depth``, ``label`` and implement ``_run``."""
+    """Base class: what every objective may ask of a teacher.
 
-    dim: int
-    depth: int
-    label: str
+    * ``teacher(images, levels, with_attn)`` -> :class:`TeacherOutput`: ``hidden[i]`` for every
+      requested 0-based block ``i`` in ``levels``, ``(B, 1 + N, dim)`` with the [CLS] slot first,
+      and with ``with_attn`` the last block's [CLS]->patch attention ``(B, N)``, non-negative,
+      each row summing to 1 minus the [CLS] query's share on itself (exactly 1 for a teacher
+      without a [CLS] key). Without autograd; the input is the student's ImageNet-normalised batch.
+    * ``dim`` (token width), ``depth`` (blocks: valid levels are ``0 .. depth-1``), ``label``
+      (how tables name the supervision) and ``input_size`` (the side it resizes inputs to; ``None``:
+      as given).
+
+    Subclasses call ``Teacher.__init__`` with their input normalisation, set ``dim``, ``depth`` and
+    ``label``, call :meth:`freeze` last (which checks those three) and implement ``_run``.
+    """
+
+    dim: int = 0
+    depth: int = 0
+    label: str = ""
+    input_size: int | None
 
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], input_size: int | None) -> None:
         super().__init__()
@@ -57,12 +71,16 @@ class Teacher(nn.Module):
         self.register_buffer("_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
-    def freeze(self) -> "Teacher":
+    def freeze(self) -> Teacher:
+        """Frozen and in eval mode for good; refuses a subclass that left its declarations unset."""
+        if self.dim < 1 or self.depth < 1 or not self.label:
+            raise TypeError(f"{type(self).__name__} must set dim, depth and label before freeze() "
+                            f"(got {self.dim}, {self.depth}, {self.label!r})")
         for p in self.parameters():
             p.requires_grad_(False)
         return self.eval()
 
-    def train(self, mode: bool = True) -> "Teacher":
+    def train(self, mode: bool = True) -> Teacher:
         # A frozen teacher stays in eval mode even when the surrounding model is put in train mode.
         return super().train(False)
 

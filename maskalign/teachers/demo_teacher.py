@@ -21,12 +21,14 @@ import fcntl
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from maskalign.teachers.registry import register_teacher
 from maskalign.teachers.token_cnn import KIND, TokenCNN, TokenCNNTeacher
 
 DEMO_TEACHER_ARCH = {"kind": KIND, "img_size": 64, "patch_size": 8, "embed_dim": 128, "depth": 6}
@@ -153,3 +155,13 @@ def ensure_demo_teacher(demo_root: Path | None = None) -> Path:
         print(f"[demo] demo teacher: top-1 {meta['val_top1']:.1f}% on the demo val split "
               f"in {time.time() - t0:.0f}s", flush=True)
     return enc
+
+
+def _depth(cfg: Any) -> int:
+    return int(DEMO_TEACHER_ARCH["depth"])
+
+
+@register_teacher("demo", depth=_depth)
+def _build(cfg: Any, student_img_size: int) -> TokenCNNTeacher:
+    """The demo world's own teacher, trained on first use (:func:`ensure_demo_teacher`)."""
+    return load_demo_teacher(ensure_demo_teacher(), cfg.input_size or None, cfg.label)

@@ -8,16 +8,23 @@ teacher sees the same 14x14 token grid as a /16 student at 224 px.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from maskalign.models.pos_embed import resize_pos_embed
 from maskalign.teachers.base import CLIP_MEAN, CLIP_STD, Teacher, TeacherOutput, cls_attention
+from maskalign.teachers.registry import register_teacher
+
+# Depths of the ViT towers the paper uses; other names are checked once the model is built.
+DEPTHS = {"ViT-B-16": 12, "ViT-B-32": 12, "ViT-L-14": 24, "ViT-L-14-336": 24, "ViT-H-14": 32}
 
 
 class OpenClipTeacher(Teacher):
     def __init__(self, name: str, pretrained: str | None, input_size: int | None = None,
                  label: str | None = None) -> None:
         import open_clip
+
+        from maskalign.models.pos_embed import resize_pos_embed
 
         model = open_clip.create_model(name, pretrained=pretrained or None)
         visual = model.visual
@@ -56,3 +63,13 @@ class OpenClipTeacher(Teacher):
             if i in levels:
                 hidden[i] = x if batch_first else x.transpose(0, 1)
         return TeacherOutput(hidden=hidden, cls_attn=attn)
+
+
+def _depth(cfg: Any) -> int | None:
+    return DEPTHS.get(cfg.name)
+
+
+@register_teacher("open_clip", depth=_depth)
+def _build(cfg: Any, student_img_size: int) -> OpenClipTeacher:
+    """``teacher.name`` an open_clip model (ViT-B-16), ``teacher.pretrained`` its tag (openai)."""
+    return OpenClipTeacher(cfg.name, cfg.pretrained, cfg.input_size or student_img_size, cfg.label)

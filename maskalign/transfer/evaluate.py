@@ -14,14 +14,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from maskalign.amp import autocast
 from maskalign.transfer.metrics import topk_correct
-
-
-def autocast(device: torch.device, amp: str):
-    """bf16 autocast on CUDA for ``amp`` auto/bf16; full precision on CPU or with ``none``."""
-    if amp == "none" or (amp == "auto" and device.type != "cuda"):
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

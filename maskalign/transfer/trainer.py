@@ -26,13 +26,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from maskalign.amp import autocast
 from maskalign.atomic import atomic_torch_save, atomic_write_text
 from maskalign.checkpoint import CheckpointError, load_file
 from maskalign.config import ConfigError
 from maskalign.distributed import DistInfo, all_reduce_mean, barrier
 from maskalign.engine.optim import cosine_lr, set_lr
 from maskalign.engine.rng import rng_state, set_rng_state
-from maskalign.transfer.evaluate import autocast, evaluate
+from maskalign.transfer.evaluate import evaluate
 
 LAST = "checkpoint.pth"
 BEST = "checkpoint-best.pth"

@@ -17,6 +17,7 @@ import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +25,8 @@ import numpy as np
 from PIL import Image
 
 from maskalign.atomic import atomic_write_text
+
+from .paths import resolve_root
 
 # Bump whenever rendering or a layout changes, so copies made by older code are rebuilt.
 GENERATOR_VERSION = 1
@@ -131,6 +134,14 @@ def ensure_built(target: str | os.PathLike, spec: DemoWorldSpec, build: Callable
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target
+
+
+def ensure_layout(root: str | os.PathLike | None, folder: str, layout: str, image_size: int, seed: int,
+                  counts: tuple[tuple[str, int], ...], build: Callable[[DemoWorldSpec, Path], None]) -> Path:
+    """``<root>/<folder>`` holding the copy of ``layout`` that ``image_size``, ``seed`` and ``counts``
+    describe, made by ``build(spec, tmp_dir)`` when it is not there yet (see :func:`ensure_built`)."""
+    spec = DemoWorldSpec(layout, image_size, seed, counts)
+    return ensure_built(resolve_root(root) / folder, spec, partial(build, spec))
 
 
 T = TypeVar("T")

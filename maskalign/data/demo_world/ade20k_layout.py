@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from ._build import DemoWorldSpec, ensure_built, parallel_map, save_jpeg, save_label_png
-from .paths import resolve_root
+from ._build import DemoWorldSpec, ensure_layout, parallel_map, save_jpeg, save_label_png
 from .scene import image_rng, render_scene
 from .shapes import CLASS_NAMES
 
@@ -79,5 +77,4 @@ def ensure_ade20k(
 ) -> Path:
     """Make sure ``<root>/ADEChallengeData2016`` holds this copy (module docstring); return it."""
     counts = (("train_images", train_images), ("val_images", val_images))
-    spec = DemoWorldSpec("ade20k", image_size, seed, counts)
-    return ensure_built(resolve_root(root) / "ADEChallengeData2016", spec, partial(_build_ade20k, spec))
+    return ensure_layout(root, "ADEChallengeData2016", "ade20k", image_size, seed, counts, _build_ade20k)

@@ -18,12 +18,10 @@ never collide even when both jsons are merged.
 from __future__ import annotations
 
 import os
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ._build import GENERATOR_VERSION, DemoWorldSpec, ensure_built, parallel_map, save_jpeg, write_json
-from .paths import resolve_root
+from ._build import GENERATOR_VERSION, DemoWorldSpec, ensure_layout, parallel_map, save_jpeg, write_json
 from .polygons import mask_bbox, mask_to_polygons
 from .scene import image_rng, render_scene
 from .shapes import CLASSES
@@ -95,5 +93,4 @@ def ensure_coco(
 ) -> Path:
     """Make sure ``<root>/coco`` holds this copy (see the module docstring); return that path."""
     counts = (("train_images", train_images), ("val_images", val_images))
-    spec = DemoWorldSpec("coco", image_size, seed, counts)
-    return ensure_built(resolve_root(root) / "coco", spec, partial(_build_coco, spec))
+    return ensure_layout(root, "coco", "coco", image_size, seed, counts, _build_coco)

@@ -14,12 +14,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ._build import DemoWorldSpec, ensure_built, parallel_map, save_jpeg
-from .paths import resolve_root
+from ._build import DemoWorldSpec, ensure_layout, parallel_map, save_jpeg
 from .scene import image_rng, render_classification_image
 from .shapes import CLASSES
 
@@ -91,7 +89,5 @@ def ensure_imagenet(
     seed: int = 0,
 ) -> Path:
     """Make sure ``<root>/imagenet`` holds this copy (see the module docstring); return that path."""
-    spec = DemoWorldSpec(
-        "imagenet", image_size, seed, (("train_per_class", train_per_class), ("val_per_class", val_per_class))
-    )
-    return ensure_built(resolve_root(root) / "imagenet", spec, partial(_build_imagenet, spec))
+    counts = (("train_per_class", train_per_class), ("val_per_class", val_per_class))
+    return ensure_layout(root, "imagenet", "imagenet", image_size, seed, counts, _build_imagenet)

@@ -229,7 +229,3 @@ def ensure_robustness_set(name: str, root: str | os.PathLike | None = None, *, i
     target = ensure_built(resolve_root(root) / "robustness" / LAYOUT_DIRS[name], spec, build)
     return target / "sketch" if name == "imagenet_sketch" else target
 
-
-def ensure_robustness(root: str | os.PathLike | None = None, *, image_size: int = 64, seed: int = 0) -> dict[str, Path]:
-    """All five demo robustness copies under ``<root>/robustness/``; name -> folder to read."""
-    return {name: ensure_robustness_set(name, root, image_size=image_size, seed=seed) for name in LAYOUT_DIRS}

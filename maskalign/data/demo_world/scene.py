@@ -274,8 +274,8 @@ def render_scene(
     *visible* masks in painting order (later instances occlude earlier ones), and ``(n,)`` int64
     class indices. Placements are re-drawn until every instance keeps at least ``min_visible`` of
     its area and ``min_pixels`` pixels in view; an instance that cannot be placed is left out, so
-    ``n <= n_objects`` (the first is always placed, however small the image). ``class_ids`` fixes the classes, otherwise each
-    is drawn uniformly.
+    ``n <= n_objects`` (the first is always placed, however small the image). ``class_ids`` fixes
+    the classes, otherwise each is drawn uniformly.
     """
     if class_ids is not None and len(class_ids) != n_objects:
         raise ValueError("class_ids must have n_objects entries")
