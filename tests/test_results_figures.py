@@ -13,7 +13,7 @@ from PIL import Image
 from results_fixtures import fabricate
 from timm.models.vision_transformer import VisionTransformer
 
-from maskalign.results.attention import cls_attention, infer_arch, load_encoder, synthetic_images, to_tensor
+from maskalign.results.attention import cls_attention, load_encoder, synthetic_images, to_tensor
 from maskalign.results.pipeline import make_tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,18 +110,15 @@ def test_attention_equals_timm_unfused(tmp_path):
 
 def test_arch_inferred_without_sidecar(tmp_path, capsys):
     path = _export(tmp_path / "b.pth", embed=128, depth=3, heads=2, img=48, patch=16, sidecar=False)
-    arch = infer_arch(torch.load(path, weights_only=True))
-    assert arch == {
-        "img_size": 48,
-        "patch_size": 16,
-        "in_chans": 3,
-        "embed_dim": 128,
-        "depth": 3,
-        "num_heads": 2,
-        "qkv_bias": True,
-        "mlp_ratio": 4.0,
-    }
     enc = load_encoder(path)
+    m = enc.model
+    assert (m.patch_embed.img_size, m.patch_embed.patch_size) == ((48, 48), (16, 16))
+    assert (m.embed_dim, len(m.blocks), m.blocks[0].attn.num_heads) == (128, 3, 2)
+    assert m.blocks[0].mlp.fc1.out_features == 4 * 128 and m.blocks[0].attn.qkv.bias is not None
+    # the weights are the exported ones, not a fresh init
+    torch.testing.assert_close(m.state_dict()["blocks.2.mlp.fc2.weight"],
+                               torch.load(path, weights_only=True)["blocks.2.mlp.fc2.weight"])
+    assert enc.arch["img_size"] == 48
     assert enc.label == "b" and "no sidecar" in capsys.readouterr().err
 
 
@@ -160,7 +157,7 @@ def test_attention_maps_script_refuses_bad_input_in_one_line(tmp_path, capsys):
     script = _script("attention_maps")
     not_vit = tmp_path / "cnn.pth"
     torch.save({"stem.0.weight": torch.zeros(4, 3, 3, 3)}, not_vit)
-    for argv, needle in ((["--ckpt", str(not_vit)], "cnn.pth: no 'cls_token'"),
+    for argv, needle in ((["--ckpt", str(not_vit)], "cnn.pth: no ViT encoder weights"),
                          (["--ckpt", str(_export(tmp_path / "a.pth")), "--images", str(tmp_path / "none")], "none")):
         args = script.get_args_parser().parse_args([*argv, "--out", str(tmp_path / "x.png")])
         assert script.main(args) == 2

@@ -1,8 +1,8 @@
 """[CLS]-to-patch attention of the last block, averaged over heads, as in the paper's Figure 3.
 
-The checkpoints are encoder exports: a dict of tensors in timm ``VisionTransformer`` key names
-(``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.N.*``, ``norm.*``), with a sidecar
-``<stem>.json`` holding ``{"arch": {"img_size", "patch_size", "embed_dim", "depth", "num_heads"}}``.
+The checkpoints are whatever :func:`maskalign.checkpoint.load_encoder_state` reads (encoder exports
+in timm ``VisionTransformer`` key names with a sidecar ``<stem>.json`` holding ``{"arch": {...}}``,
+training checkpoints, MAE-family files), built by :func:`maskalign.checkpoint.build_timm_vit`.
 Without a sidecar the architecture is read off the tensor shapes (heads = embed_dim // 64).
 timm's fused attention does not return its weights, so the last block's attention is recomputed
 from its ``qkv`` projection: the input of ``blocks[-1].attn`` is captured with a forward pre-hook.
@@ -10,9 +10,6 @@ from its ``qkv`` projection: the input of ``blocks[-1].attn`` is captured with a
 
 from __future__ import annotations
 
-import json
-import math
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +22,6 @@ from timm.models.vision_transformer import VisionTransformer
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-ARCH_KEYS = ("img_size", "patch_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias")
 
 
 @dataclass
@@ -37,67 +33,19 @@ class Encoder:
     std: tuple[float, float, float] = IMAGENET_STD
 
 
-def _state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
-    if isinstance(obj, dict) and isinstance(obj.get("model"), dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict):
-        raise TypeError(f"{path}: not a dict of tensors")
-    state = {k.removeprefix("module."): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
-        if key not in state:
-            raise ValueError(f"{path}: no {key!r}; not a timm-named ViT encoder export")
-    return state
-
-
-def infer_arch(state: dict[str, torch.Tensor]) -> dict:
-    """The timm ``VisionTransformer`` arguments implied by an encoder's tensors."""
-    w = state["patch_embed.proj.weight"]
-    embed_dim, in_chans, patch = int(w.shape[0]), int(w.shape[1]), int(w.shape[-1])
-    blocks = {int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
-    depth = max(blocks) + 1 if blocks else 0
-    n_tokens = int(state["pos_embed"].shape[1]) - 1
-    grid = math.isqrt(n_tokens)
-    arch = {
-        "img_size": grid * patch,
-        "patch_size": patch,
-        "in_chans": in_chans,
-        "embed_dim": embed_dim,
-        "depth": depth,
-        "num_heads": max(1, embed_dim // 64),
-        "qkv_bias": "blocks.0.attn.qkv.bias" in state,
-    }
-    if "blocks.0.mlp.fc1.weight" in state:
-        arch["mlp_ratio"] = state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim
-    return arch
-
-
 def load_encoder(path: str | Path, label: str | None = None) -> Encoder:
-    """Build a timm ViT (``num_classes=0``) from an encoder export and its sidecar JSON."""
+    """A timm ViT (``num_classes=0``) from any encoder file :mod:`maskalign.checkpoint` reads."""
+    from maskalign.checkpoint import build_timm_vit, infer_arch, load_encoder_state
+
     path = Path(path)
-    state = _state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
-    arch = infer_arch(state)
-    sidecar = path.with_suffix(".json")
-    meta: dict = {}
-    if sidecar.is_file():
-        meta = json.loads(sidecar.read_text())
-        arch.update({k: v for k, v in (meta.get("arch") or {}).items() if k in ARCH_KEYS})
-    else:
-        print(
-            f"{path}: no sidecar {sidecar.name}; architecture inferred from tensor shapes "
-            f"(num_heads={arch['num_heads']})",
-            file=sys.stderr,
-        )
-    model = VisionTransformer(num_classes=0, global_pool="token", class_token=True, **arch)
-    state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    result = model.load_state_dict(state, strict=False)
-    needed = [
-        k for k in result.missing_keys if k.startswith(("blocks.", "patch_embed.", "cls_token", "pos_embed"))
-    ]
-    if needed:
-        raise ValueError(f"{path}: encoder lacks {needed[:5]}{' ...' if len(needed) > 5 else ''}")
-    if result.missing_keys or result.unexpected_keys:
-        print(f"{path}: missing {result.missing_keys}, unused {result.unexpected_keys}", file=sys.stderr)
-    model.eval()
+    state, meta = load_encoder_state(path)
+    # Neither a sidecar nor a training checkpoint's own metadata (which names its run): inferred.
+    if not path.with_suffix(".json").is_file() and not meta.get("run"):
+        print(f"{path}: no sidecar {path.with_suffix('.json').name}; architecture inferred from tensor "
+              f"shapes (num_heads={meta['arch']['num_heads']})", file=sys.stderr)
+    # A sidecar may state only part of the arch; the tensors fill in the rest.
+    arch = {**infer_arch(state), **meta["arch"]}
+    model = build_timm_vit(arch, state).eval()
     mean = tuple(meta.get("mean", IMAGENET_MEAN))
     std = tuple(meta.get("std", IMAGENET_STD))
     # this project's exports are all called encoder.pth: name them after their run (or folder)
