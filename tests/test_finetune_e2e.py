@@ -116,7 +116,7 @@ def test_demo_runs_fill_a_row_of_every_transfer_table(pretrained_demo: Path, fin
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     # the shortest schedules that still train, evaluate and record: the tables, not the numbers, are tested here
-    script("coco_vitdet.py", "--output-dir", str(jobs / "coco" / "demo"), "dataloader.train.total_batch_size=2",
+    script("coco_vitdet.py", "--output-dir", str(jobs), "--name", "demo", "dataloader.train.total_batch_size=2",
            "train.max_iter=4")
     script("ade20k_upernet.py", "--output-dir", str(jobs), "--name", "demo", "train_cfg.max_iters=4",
            "train_cfg.val_interval=4", "param_scheduler.0.end=2", "param_scheduler.1.begin=2",

@@ -16,7 +16,7 @@ from maskalign.metric_names import Metric
 from maskalign.tasks.registry import Task, register_task
 from maskalign.tasks.spec import JobSpec
 
-DEFAULT_CONFIG = "mask_rcnn_vitdet_tiny_demo"
+DEFAULT_CONFIG = "mask_rcnn_vitdet_tiny_demo"  # = detection.configs.DEFAULT_CONFIG (that module imports torch)
 
 
 @register_task

@@ -15,10 +15,9 @@ from typing import Any
 
 from maskalign.config import config_dir
 from maskalign.metric_names import Metric
+from maskalign.segmentation.train import DEFAULT_CONFIG
 from maskalign.tasks.registry import Task, register_task
 from maskalign.tasks.spec import JobSpec
-
-DEFAULT_CONFIG = "upernet_vit_tiny_demo_128"
 
 
 @register_task

@@ -35,7 +35,6 @@ from maskalign.tasks.spec import JobSpec
 SEG_CONFIG_DIR = config_dir("ade20k")
 DEFAULT_CONFIG = "upernet_vit_tiny_demo_128"
 BACKBONE_INIT = "backbone_init.pth"
-TASK = "ade20k"
 
 
 class SegConfigError(UserError):
