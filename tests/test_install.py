@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -55,8 +56,14 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path: Path) -> None:
     wheels, target, work, records = (tmp_path / d for d in ("wheels", "site", "elsewhere", "records"))
     for d in (target, work):
         d.mkdir()
+    # Build from a copy of what the wheel is made of: setuptools builds in the source tree and would
+    # leave build/ there (and pack stale files it finds in an old one).
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "maskalign", src / "maskalign", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, src / name)
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(wheels), str(REPO)], capture_output=True, text=True, timeout=600, check=False)
+                            "-w", str(wheels), str(src)], capture_output=True, text=True, timeout=600, check=False)
     assert build.returncode == 0, build.stderr[-3000:]
     (wheel,) = wheels.glob("maskalign-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
@@ -84,3 +91,4 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path: Path) -> None:
     assert out["n_records"] > 0 and out["table1_rows"] > 0 and "table1.csv" in out["written"]
     assert (work / "tables" / "table1.csv").is_file()
     assert not any(target.rglob("output")) and not (REPO / "tables").exists()
+    assert "maskalign/launcher.py" not in names and "maskalign/launch/dispatch.py" in names

@@ -228,3 +228,41 @@ def test_status_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     row = json.loads(capsys.readouterr().out.strip())
     assert row["state"] == "done" and row["kind"] == "pretrain"
     assert jobs.main(["status", str(tmp_path / "nope")]) == 2
+
+
+# --- flags anywhere -------------------------------------------------------------------------------
+
+def _script(path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_submit_takes_flags_between_config_and_overrides(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    submit = _script(REPO / "pretrain" / "submit.py")
+    orders = (["maskalign_vitb16_clipb16_200ep", "--local", "data.root=X", "optim.epochs=1", "--dry-run"],
+              ["maskalign_vitb16_clipb16_200ep", "data.root=X", "optim.epochs=1", "--dry-run", "--local"],
+              ["--dry-run", "--local", "maskalign_vitb16_clipb16_200ep", "data.root=X", "optim.epochs=1"])
+    parsed = [vars(submit.get_args_parser().parse_intermixed_args(argv)) for argv in orders]
+    assert parsed[0] == parsed[1] == parsed[2]
+    assert parsed[0]["config"] == "maskalign_vitb16_clipb16_200ep" and parsed[0]["overrides"] == \
+        ["data.root=X", "optim.epochs=1"] and parsed[0]["local"] and parsed[0]["dry_run"]
+    args = submit.get_args_parser().parse_intermixed_args([*orders[0], f"output_dir={tmp_path}"])
+    assert submit.main(args) == 0
+    out = capsys.readouterr().out
+    assert "root: X" in out and "epochs: 1" in out and "would run pretrain:maskalign_vitb16_clipb16_200ep" in out
+    assert not (tmp_path / "pretrain").exists()
+
+
+@pytest.mark.parametrize("script", ["finetune.py", "linprobe.py", "robustness.py", "coco_vitdet.py",
+                                    "ade20k_upernet.py"])
+def test_every_transfer_script_takes_flags_anywhere(script: str) -> None:
+    mod = _script(REPO / "transfer" / script)
+    p = mod.get_args_parser()
+    a = vars(p.parse_intermixed_args(["--ckpt", "c.pth", "a.b=1", "--local", "c=2", "--output-dir", "/o"]))
+    b = vars(p.parse_intermixed_args(["a.b=1", "c=2", "--output-dir", "/o", "--ckpt", "c.pth", "--local"]))
+    assert a == b and a["overrides"] == ["a.b=1", "c=2"] and a["local"] and a["ckpt"] == "c.pth"
+    assert mod.TASK in {"finetune", "linprobe", "robustness", "coco", "ade20k"}

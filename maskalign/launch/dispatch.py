@@ -71,10 +71,12 @@ class LaunchResult:
 
     @property
     def failed(self) -> bool:
+        """Whether a run that ran here failed (arrays only: a single run raises instead)."""
         return any(e is not None for e in self.errors)
 
     @property
     def ran_here(self) -> bool:
+        """Whether the task(s) ran in this process, so ``results`` hold their return values."""
         return self.mode == LOCAL
 
 

@@ -28,6 +28,7 @@ class LaunchError(UserError):
 
 def get_args_parser(description: str | None = None, parents: list[argparse.ArgumentParser] | None = None,
                     add_help: bool = True) -> argparse.ArgumentParser:
+    """A parser holding only the cluster flags (entry scripts add theirs, or pass ``parents``)."""
     p = argparse.ArgumentParser(description=description, parents=parents or [], add_help=add_help)
     add_launcher_args(p)
     return p
@@ -200,6 +201,7 @@ def dependency_ok(text: str) -> bool:
 
 
 def parse_extra(items: Sequence[str]) -> dict[str, str]:
+    """``--sbatch KEY=VALUE`` items -> ``{key: value}`` (a bare ``KEY`` is a flag without value)."""
     out = {}
     for item in items:
         key, sep, val = str(item).partition("=")

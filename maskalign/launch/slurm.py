@@ -104,6 +104,7 @@ def check_cluster(spec: ClusterSpec) -> None:
 
 
 def use_slurm(args: argparse.Namespace) -> bool:
+    """Whether to submit: SLURM is present and ``--local`` was not given (``--slurm`` insists on it)."""
     if opt(args, "local", False):
         return False
     if opt(args, "slurm", False) and not slurm_available():
@@ -112,6 +113,7 @@ def use_slurm(args: argparse.Namespace) -> bool:
 
 
 def executor(folder: Path, params: dict[str, Any], max_requeues: int) -> Any:
+    """submitit's executor writing its files to ``folder``, with the job's sbatch parameters."""
     import submitit
 
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=max_requeues)
@@ -120,6 +122,7 @@ def executor(folder: Path, params: dict[str, Any], max_requeues: int) -> Any:
 
 
 def submit(fn: Callable[[], Any], what: str) -> Any:
+    """Call ``fn`` (which submits); an sbatch refusal becomes one ``LaunchError`` line naming ``what``."""
     import submitit
 
     try:
@@ -152,6 +155,7 @@ def print_config(task: Any) -> None:
 
 
 def write_job_info(run_folder: Path, job_id: str, name: str, params: dict[str, Any], logs: Path) -> None:
+    """Write ``job.json`` into the run folder: job id, name, parameters, command line, where the logs are."""
     from maskalign.atomic import atomic_write_text
 
     run_folder.mkdir(parents=True, exist_ok=True)
@@ -162,6 +166,7 @@ def write_job_info(run_folder: Path, job_id: str, name: str, params: dict[str, A
 
 
 def read_job_info(run_folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The run folder's ``job.json``, or ``None`` when there is none (or it does not parse)."""
     try:
         return json.loads((Path(run_folder) / JOB_INFO).read_text())
     except (OSError, json.JSONDecodeError):

@@ -263,7 +263,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     if bool(spec.options.get("eval_only")):
         weights = Path(spec.options.get("weights")) if spec.options.get("weights") else newest_model_checkpoint(work)
         if weights is None or not weights.is_file():
-            raise UserError(f"{spec.options.get("weights") or work}: no finished model to evaluate "
+            raise UserError(f"{spec.options.get('weights') or work}: no finished model to evaluate "
                             "(train first, or pass --weights FILE)")
         cfg.load_from = str(weights)
         converted = None

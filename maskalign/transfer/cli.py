@@ -42,6 +42,7 @@ def add_task_args(p: argparse.ArgumentParser, task: Task, ckpt_required: bool = 
 def get_args_parser(task: str, description: str | None = None,
                     parents: list[argparse.ArgumentParser] | None = None,
                     add_help: bool = True) -> argparse.ArgumentParser:
+    """The parser of ``transfer/<script>.py`` for ``task``: launcher flags, the common ones, the task's own."""
     t = get_task(task)
     p = launcher_parser(description or t.description, parents=parents, add_help=add_help)
     add_task_args(p, t)
