@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from maskalign.errors import UserError
 from maskalign.launch import add_launcher_args, launch, slurm_available
-from maskalign.tasks import PRETRAIN, Task, TaskJob, get_task, registered_tasks
+from maskalign.tasks import PRETRAIN, JobSpec, Task, TaskJob, get_task, registered_tasks
 from maskalign.transfer.cli import add_task_args, build_spec
 
 
@@ -153,42 +153,74 @@ class StageOutcome:
     job_id: str | None = None
 
 
-def run_pipeline(stages: list[Stage], runs: list[PretrainRun], args: argparse.Namespace,
-                 stage_args: dict[str, str] | None = None, slurm: bool = False) -> list[StageOutcome]:
-    """Submit (``slurm``) or run here, in order, every stage for every pre-training run."""
+@dataclass
+class PlannedStage:
+    """One stage of one pre-training run, checked and ready to launch."""
+
+    stage: Stage
+    run: PretrainRun
+    args: argparse.Namespace
+    spec: JobSpec
+
+
+def plan_pipeline(stages: list[Stage], runs: list[PretrainRun], args: argparse.Namespace,
+                  stage_args: dict[str, str] | None = None) -> list[PlannedStage]:
+    """Every stage of every run as a checked job spec (config, overrides, data), before anything is
+    launched: a bad stage argument fails here, in one line, not after the pre-training started."""
     stage_args = stage_args or {}
+    plan = []
+    for run in runs:
+        for stage in stages:
+            task = stage.task
+            ns = split_stage_args(args, stage_args.get(stage.name, ""), task)
+            try:
+                spec = build_spec(task, ns, None, run=run.name, output_root=run.output_root)
+            except PipelineError:
+                raise
+            except UserError as e:
+                raise PipelineError(f"pipeline: {stage.name}: {e}") from None
+            plan.append(PlannedStage(stage, run, ns, spec))
+    return plan
+
+
+def run_pipeline(stages: list[Stage], runs: list[PretrainRun], args: argparse.Namespace,
+                 stage_args: dict[str, str] | None = None, slurm: bool = False,
+                 plan: list[PlannedStage] | None = None) -> list[StageOutcome]:
+    """Submit (``slurm``) or run here, in order, every stage for every pre-training run.
+
+    ``plan`` is :func:`plan_pipeline`'s (made before the pre-training was launched); without it the
+    stages are planned now. ``runs`` carry the pre-training's job ids and whether it succeeded.
+    """
+    plan = plan if plan is not None else plan_pipeline(stages, runs, args, stage_args)
     dry = bool(getattr(args, "dry_run", False))
     outcomes: list[StageOutcome] = []
-    for run in runs:
-        done: dict[str, StageOutcome] = {}
-        for stage in stages:
-            up = done.get(stage.after) if stage.after != PRETRAIN else None
-            if stage.after == PRETRAIN and not run.ok:
-                oc = StageOutcome(stage.name, run.name, "skipped", f"pretrain/{run.name} failed")
-            elif up is not None and up.status not in ("submitted", "done", "planned"):
-                oc = StageOutcome(stage.name, run.name, "skipped", f"{stage.after}/{run.name} {up.status}")
-            else:
-                task = stage.task
-                ns = split_stage_args(args, stage_args.get(stage.name, ""), task)
-                upstream_job = run.job_id if stage.after == PRETRAIN else (up.job_id if up else None)
-                dependency = f"afterok:{upstream_job}" if slurm and upstream_job else None
-                if slurm and dry and dependency is None:
-                    dependency = f"afterok:<{stage.after}:{run.name}>"
-                oc = _launch_stage(task, ns, run, dependency, slurm, dry)
-            if oc.status == "skipped":
-                print(f"[pipeline] skipping {stage.name}/{run.name}: {oc.detail}", flush=True)
-            done[stage.name] = oc
-            outcomes.append(oc)
+    done: dict[tuple[str, str], StageOutcome] = {}
+    for item in plan:
+        stage, run = item.stage, item.run
+        up = done.get((stage.after, run.name)) if stage.after != PRETRAIN else None
+        if stage.after == PRETRAIN and not run.ok:
+            oc = StageOutcome(stage.name, run.name, "skipped", f"pretrain/{run.name} failed")
+        elif up is not None and up.status not in ("submitted", "done", "planned"):
+            oc = StageOutcome(stage.name, run.name, "skipped", f"{stage.after}/{run.name} {up.status}")
+        else:
+            upstream_job = run.job_id if stage.after == PRETRAIN else (up.job_id if up else None)
+            dependency = f"afterok:{upstream_job}" if slurm and upstream_job else None
+            if slurm and dry and dependency is None:
+                dependency = f"afterok:<{stage.after}:{run.name}>"
+            oc = _launch_stage(item, dependency, slurm, dry)
+        if oc.status == "skipped":
+            print(f"[pipeline] skipping {stage.name}/{run.name}: {oc.detail}", flush=True)
+        done[(stage.name, run.name)] = oc
+        outcomes.append(oc)
     return outcomes
 
 
-def _launch_stage(task: Task, ns: argparse.Namespace, run: PretrainRun, dependency: str | None, slurm: bool,
-                  dry: bool) -> StageOutcome:
+def _launch_stage(item: PlannedStage, dependency: str | None, slurm: bool, dry: bool) -> StageOutcome:
+    task, run, ns = item.stage.task, item.run, copy.copy(item.args)
     if not slurm and slurm_available():
         ns.local = True  # the pre-training ran here (--local): so do its stages
     try:
-        spec = build_spec(task, ns, None, run=run.name, output_root=run.output_root)
-        result = launch(TaskJob(spec, task.module), ns, spec.folder, f"{task.name}:{run.name}",
+        result = launch(TaskJob(item.spec, task.module), ns, item.spec.folder, f"{task.name}:{run.name}",
                         dependency=dependency)
     except Exception as e:  # one failed stage does not stop the others
         if slurm or dry:

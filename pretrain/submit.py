@@ -70,6 +70,8 @@ def main(args: argparse.Namespace) -> int:
         slurm = use_slurm(args)
         tasks = [PretrainTask(to_plain(cfg)) for cfg in cfgs]
         outs = [t.run_folder for t in tasks]
+        runs = [pl.PretrainRun(t.cfg["name"], str(Path(str(t.cfg["output_dir"])).resolve())) for t in tasks]
+        plan = pl.plan_pipeline(stages, runs, args, stage_args) if stages else []  # checked before launching
         if sweep_name is None:
             launched = launch(tasks[0], args, outs[0], f"pretrain:{cfgs[0].name}")
         else:
@@ -82,10 +84,10 @@ def main(args: argparse.Namespace) -> int:
                       f"Next: python transfer/finetune.py --ckpt {res['encoder']}")
         outcomes = []
         if stages:
-            runs = [pl.PretrainRun(t.cfg["name"], str(Path(str(t.cfg["output_dir"])).resolve()), job_id=job_id,
-                                   ok=launched.mode != "local" or (isinstance(res, dict) and "encoder" in res))
-                    for t, job_id, res in zip(tasks, launched.job_ids, launched.results)]
-            outcomes = pl.run_pipeline(stages, runs, args, stage_args, slurm=slurm)
+            for run, job_id, res in zip(runs, launched.job_ids, launched.results):
+                run.job_id = job_id
+                run.ok = launched.mode != "local" or (isinstance(res, dict) and "encoder" in res)
+            outcomes = pl.run_pipeline(stages, runs, args, stage_args, slurm=slurm, plan=plan)
             pl.print_summary(outcomes)
     except (UserError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -73,6 +73,9 @@ def test_a_stage_is_the_tasks_own_job_in_the_pipelines_run_folder(tmp_path: Path
         TaskJob(spec, task.module)()
     with pytest.raises(ConfigError, match="unknown config key 'optim.nope'"):  # checked before submission
         build_spec(task, pl.split_stage_args(parse(), "optim.nope=1", task), None, run="r", output_root="/o")
+    with pytest.raises(pl.PipelineError, match="^pipeline: finetune: command line: unknown config key"):
+        pl.plan_pipeline([pl.parse_stages("finetune")[0]], [pl.PretrainRun("r", "/o")], parse(),
+                         {"finetune": "optim.nope=1"})
 
 
 def test_robustness_consumes_the_checkpoint_named_in_finetunes_record(tmp_path: Path) -> None:
@@ -266,3 +269,14 @@ def test_every_transfer_script_takes_flags_anywhere(script: str) -> None:
     b = vars(p.parse_intermixed_args(["a.b=1", "c=2", "--output-dir", "/o", "--ckpt", "c.pth", "--local"]))
     assert a == b and a["overrides"] == ["a.b=1", "c=2"] and a["local"] and a["ckpt"] == "c.pth"
     assert mod.TASK in {"finetune", "linprobe", "robustness", "coco", "ade20k"}
+
+
+def test_a_bad_stage_argument_fails_before_pretraining_starts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    submit = _script(REPO / "pretrain" / "submit.py")
+    args = submit.get_args_parser().parse_intermixed_args(
+        ["--local", f"output_dir={tmp_path}", "name=r", "--pipeline", "finetune,linprobe",
+         "--stage-args", "linprobe=optim.nope=1"])
+    assert submit.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: pipeline: linprobe: command line: unknown config key 'optim.nope'"]
+    assert not (tmp_path / "pretrain").exists()
