@@ -61,7 +61,7 @@ from maskalign.amp import autocast
 
 # Pre-training epochs of each method in the paper's comparison (Table 7 and the methods' own recipes).
 PAPER_EPOCHS = {"maskalign": 200, "fd": 300, "mae": 1600, "crossmae": 800, "lut": 1600, "milan": 400}
-# Table 7 row keys (results/paper_reference/table7.csv); the others become extra rows.
+# Table 7 row keys (maskalign/results/paper_reference/table7.csv); the others become extra rows.
 TABLE7_ROW = {"maskalign": "maskalign", "fd": "fd-clip", "mae": "mae", "crossmae": "crossmae", "lut": "lut",
               "milan": "milan-like"}
 
@@ -85,7 +85,7 @@ TEACHERS = {
 class MethodSpec:
     key: str             # our id: maskalign, fd, mae, crossmae, lut, milan
     label: str
-    config: str          # the method's paper-recipe experiment file in pretrain/configs
+    config: str          # the method's paper-recipe experiment file in maskalign/configs/pretrain
     registry: str        # name in maskalign.objectives.OBJECTIVES ("" = built here)
     teacher: bool        # needs the frozen pretrained-style teacher
     overrides: list[str] = field(default_factory=list)
@@ -231,9 +231,10 @@ class MilanLike(_objective_base()):
 
 
 def _load_cfg(config: str | None, overrides: list[str]):
+    from maskalign.config import config_dir as shipped_configs
     from maskalign.config import load_config
 
-    config_dir = REPO / "pretrain" / "configs"
+    config_dir = shipped_configs("pretrain")
     if config and not (config_dir / f"{config}.yaml").is_file():
         config = None  # the recipe file is not there (yet): defaults plus the method's name
     return load_config(config, overrides, config_dir)

@@ -4,19 +4,37 @@ An experiment file states only what differs from its base (``base: other.yaml``;
 the task's ``default.yaml``). The default is merged in struct mode, so a key that does not exist
 anywhere is refused with one line naming the key and where it came from, instead of being
 silently ignored. The resolved config is saved beside every run's outputs.
+
+The suite's configs ship inside the package (``maskalign/configs/<kind>/``: ``pretrain``,
+``sweeps``, ``finetune``, ``linprobe``, ``robustness``, ``coco``, ``ade20k``), so ``--config NAME``
+works from a wheel as from a checkout; a user's own file is given by path. Outputs go under
+``$MASKALIGN_OUTPUT``, else ``./output`` in the working directory.
 """
 
 from __future__ import annotations
 
-from maskalign.errors import UserError
-
+import os
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from maskalign.errors import UserError
+
+#: The configs shipped as package data, one folder per kind of job.
+CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
+OUTPUT_ENV = "MASKALIGN_OUTPUT"
+
+
+def config_dir(kind: str) -> Path:
+    """The shipped config folder of a kind of job (``pretrain``, ``finetune``, ``coco`` ...)."""
+    return CONFIG_ROOT / kind
+
+
+def default_output_root() -> str:
+    """``$MASKALIGN_OUTPUT``, else ``output`` (relative to the working directory)."""
+    return os.environ.get(OUTPUT_ENV) or "output"
 
 
 class ConfigError(UserError):
@@ -46,16 +64,28 @@ def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
         raise ConfigError(f"{source}: bad value for '{key}' ({str(e).splitlines()[0]})") from None
 
 
-def resolve_config_path(name: str | Path, config_dir: Path) -> Path:
-    """A config given by path, or by name (with or without ``.yaml``) inside ``config_dir``."""
+def find_config_file(name: str | Path, folder: Path, suffix: str) -> Path | None:
+    """``name`` as a path, else as a name (with or without ``suffix``) inside ``folder``.
+
+    A path into the source tree's old config folders (``pretrain/configs/x.yaml``,
+    ``detectron_configs/x.py``) that no longer exists is found by its file name in ``folder``.
+    """
     p = Path(name)
     if p.is_file():
         return p
-    for cand in (config_dir / p, config_dir / f"{p}.yaml"):
+    for cand in (folder / p, folder / f"{p}{suffix}", folder / p.name, folder / f"{p.name}{suffix}"):
         if cand.is_file():
             return cand
-    known = ", ".join(sorted(c.stem for c in config_dir.glob("*.yaml")))
-    raise ConfigError(f"config {str(name)!r} not found (looked in {config_dir}; known: {known})")
+    return None
+
+
+def resolve_config_path(name: str | Path, config_dir: Path) -> Path:
+    """A config given by path, or by name (with or without ``.yaml``) inside ``config_dir``."""
+    found = find_config_file(name, config_dir, ".yaml")
+    if found is None:
+        known = ", ".join(sorted(c.stem for c in config_dir.glob("*.yaml")))
+        raise ConfigError(f"config {str(name)!r} not found (looked in {config_dir}; known: {known})")
+    return found
 
 
 def load_config(config: str | Path | None, overrides: list[str] | None, config_dir: Path) -> DictConfig:

@@ -29,7 +29,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from maskalign.launcher import read_job_info
+from maskalign.config import default_output_root
+from maskalign.launch import read_job_info
 from maskalign.records import RECORD_FILENAME
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
@@ -245,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m maskalign.jobs", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("status", help="one line per run folder under OUTPUT")
-    s.add_argument("output", nargs="?", default="output", help="the output root (default: output)")
+    s.add_argument("output", nargs="?", default=default_output_root(),
+                   help="the output root (default: $MASKALIGN_OUTPUT, else output)")
     s.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     s.add_argument("--no-slurm", action="store_true", help="do not ask squeue; files only")
     w = sub.add_parser("wait", help="wait until SLURM jobs end; exit 1 unless all COMPLETED")

@@ -1,99 +1,85 @@
-"""The suite as one submission: pre-training, then the transfer jobs that consume its encoder.
+"""The suite as one submission: pre-training, then the registered tasks that consume its encoder.
 
 ``python pretrain/submit.py CONFIG --pipeline finetune,linprobe,robustness,coco,ade20k`` submits
-the pre-training job and, as SLURM jobs that depend on it (``afterok``), one job per stage:
+the pre-training job and, as SLURM jobs that depend on it (``afterok``), one job per stage. A
+stage is a registered task (:mod:`maskalign.tasks`), submitted as the same
+:class:`~maskalign.tasks.job.TaskJob` its entry script submits, so requeueing, ``--local`` and
+dry runs work the same way:
 
 * ``finetune``, ``linprobe``, ``coco``, ``ade20k`` consume ``OUTPUT/pretrain/<run>/encoder.pth``;
-* ``robustness`` consumes the fine-tuned classifier, the checkpoint named in
-  ``OUTPUT/finetune/<run>/record.json``, so it depends on ``finetune``.
+* ``robustness`` consumes the fine-tuned classifier named in ``OUTPUT/finetune/<run>/record.json``,
+  so it depends on ``finetune`` (a task declares what it consumes: ``Task.consumes``).
 
-Each stage job runs ``transfer/<script>.py --ckpt CKPT --local output_dir=OUTPUT name=<run>``
-(COCO and ADE20K: ``--output-dir``/``--name``) inside its allocation, so it writes
-``OUTPUT/<stage>/<run>/`` (its ``record.json`` when done) and
-its SLURM logs land beside it in ``submitit/``. The checkpoint is looked up when the job starts,
-not when it is submitted. A stage whose upstream job fails is cancelled by SLURM
-(``--kill-on-invalid-dep=yes``). Without SLURM the same stages run here, in order, after the
-pre-training; a stage whose upstream failed is skipped. A stage whose script does not exist is
-skipped, with a message, together with the stages that depend on it.
+Each stage writes ``OUTPUT/<stage>/<run>/`` (its ``record.json`` when done; SLURM logs in
+``submitit/``), ``<run>`` being the pre-training's run name. The checkpoint is looked up when the
+job starts, not when it is submitted; its config and data are checked before submission. A stage
+whose upstream job fails is cancelled by SLURM (``--kill-on-invalid-dep=yes``). Without SLURM the
+same stages run here, in order, after the pre-training; a stage whose upstream failed is skipped.
 
 ``--stage-args STAGE='ARGS'`` passes ``ARGS`` to one stage: launcher flags among them (``--time``,
-``--gpus-per-node`` ...) set that stage's SLURM request, the rest go to its script (``--config
-NAME``, ``key=value``). A stage of one's own is ``NAME=path/to/script.py`` (run after pre-training)
-or ``NAME=path/to/script.py@STAGE`` (consuming the checkpoint in STAGE's record), with the same
-command-line contract.
+``--gpus-per-node`` ...) set that stage's SLURM request, the rest are the task's own arguments, as
+on its entry script (``--config NAME``, ``--data DIR``, ``key=value``). A task of one's own is
+``NAME=package.module``: the module is imported (it registers the task ``NAME``) and the stage
+runs after the stage its task consumes. (A script path is no longer accepted: the job would have
+to import a script.)
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import json
-import os
+import importlib
 import shlex
-import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from maskalign.config import REPO_ROOT
 from maskalign.errors import UserError
-from maskalign.launcher import Checkpointable, add_launcher_args, launch, slurm_available
-from maskalign.records import RECORD_FILENAME
+from maskalign.launch import add_launcher_args, launch, slurm_available
+from maskalign.tasks import PRETRAIN, JobSpec, Task, TaskJob, get_task, registered_tasks
+from maskalign.transfer.cli import add_task_args, build_spec
 
-PRETRAIN = "pretrain"
 
-
-OVERRIDE_OUTPUT = ("output_dir={root}", "name={run}")
+class PipelineError(UserError):
+    """A pipeline that cannot be set up; one line for the user."""
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A transfer job: its script, the stage whose checkpoint it consumes, and how to tell it where
-    to write (``{root}``: the output root, ``{run}``: the run name, ``{out}``: ``root/stage/run``)."""
+    """One stage: a registered task, the stage whose checkpoint it consumes, the module that defines it."""
 
     name: str
-    script: str  # relative to the repository root, or absolute
-    after: str = PRETRAIN
-    output_args: tuple[str, ...] = OVERRIDE_OUTPUT
+    after: str
+    module: str
 
     @property
-    def script_path(self) -> Path:
-        p = Path(self.script)
-        return p if p.is_absolute() else REPO_ROOT / p
+    def task(self) -> Task:
+        return get_task(self.name, self.module)
 
 
-STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("finetune", "transfer/finetune.py"),
-    Stage("robustness", "transfer/robustness.py", after="finetune"),
-    Stage("linprobe", "transfer/linprobe.py"),
-    Stage("coco", "transfer/coco_vitdet.py", output_args=("--output-dir", "{out}", "--name", "{run}")),
-    Stage("ade20k", "transfer/ade20k_upernet.py", output_args=("--output-dir", "{root}", "--name", "{run}")),
-)}
-
-
-class PipelineError(UserError):
-    """A pipeline that cannot be set up or a stage that failed; one line for the user."""
+def _stage(task: Task) -> Stage:
+    return Stage(task.name, task.consumes, task.module)
 
 
 def parse_stages(text: str) -> list[Stage]:
-    """``finetune,robustness,mine=path/to/script.py[@UPSTREAM]`` -> stages, upstream before downstream."""
+    """``finetune,robustness,mine=my_pkg.tasks`` -> stages, upstream before downstream."""
     stages: list[Stage] = []
     for item in (x.strip() for x in text.split(",")):
         if not item:
             continue
-        name, sep, script = item.partition("=")
-        name = name.strip()
+        name, sep, module = (p.strip() for p in item.partition("="))
         if sep:
-            if not name.isidentifier() or name in STAGES or name == PRETRAIN:
-                raise PipelineError(f"pipeline: custom stage name {name!r} must be a new identifier")
-            script, _, after = script.partition("@")
-            stage = Stage(name, script.strip(), after.strip() or PRETRAIN)
-        elif name in STAGES:
-            stage = STAGES[name]
-        else:
-            raise PipelineError(f"pipeline: unknown stage {name!r}; known: {', '.join(STAGES)} "
-                                f"(or NAME=path/to/script.py)")
+            if module.endswith(".py") or "/" in module:
+                raise PipelineError(f"pipeline: {item!r}: give the module that registers task {name!r} "
+                                    f"(NAME=package.module), not a script path")
+            try:
+                importlib.import_module(module)
+            except ImportError as e:
+                raise PipelineError(f"pipeline: {item!r}: cannot import {module} ({e})") from None
+        tasks = registered_tasks()
+        if name not in tasks:
+            where = f"{module} registers no task {name!r}" if sep else f"unknown stage {name!r}"
+            raise PipelineError(f"pipeline: {where}; known: {', '.join(tasks)} (or NAME=package.module)")
+        stage = _stage(tasks[name])
         if any(s.name == stage.name for s in stages):
             raise PipelineError(f"pipeline: stage {name!r} is listed twice")
         stages.append(stage)
@@ -113,72 +99,6 @@ def parse_stages(text: str) -> list[Stage]:
     return ordered
 
 
-def stage_dir(output_root: str | Path, stage: str, run: str) -> Path:
-    return Path(output_root) / stage / run
-
-
-def upstream_checkpoint(stage: Stage, output_root: str | Path, run: str) -> Path:
-    """The checkpoint ``stage`` consumes: the pre-training encoder, or the upstream stage's product."""
-    if stage.after == PRETRAIN:
-        ckpt = stage_dir(output_root, PRETRAIN, run) / "encoder.pth"
-        if not ckpt.is_file():
-            raise PipelineError(f"pipeline: {stage.name}: the pre-training encoder {ckpt} does not exist "
-                                f"(did pretrain/{run} finish?)")
-        return ckpt
-    record = stage_dir(output_root, stage.after, run) / RECORD_FILENAME
-    try:
-        ref = (json.loads(record.read_text()).get("checkpoint") or {}).get("path")
-    except (OSError, json.JSONDecodeError) as e:
-        raise PipelineError(f"pipeline: {stage.name}: cannot read {record} ({e}); did {stage.after}/{run} "
-                            f"finish?") from None
-    if not ref or not Path(ref).is_file():
-        raise PipelineError(f"pipeline: {stage.name}: {record} names no existing checkpoint ({ref!r})")
-    return Path(ref)
-
-
-class StageTask(Checkpointable):
-    """One transfer job of a pipeline, run as ``<script> --ckpt CKPT --local output_dir= name=``.
-
-    Picklable and light; the checkpoint is resolved when the job starts. Under SLURM every task
-    of the job runs the script with the job's torchrun variables, so a multi-GPU stage is one
-    distributed run. Requeueing reruns the script, which resumes from its own checkpoint.
-    """
-
-    def __init__(self, stage: Stage, run: str, output_root: str, script_args: list[str]) -> None:
-        self.stage, self.run, self.output_root, self.script_args = stage, run, str(output_root), list(script_args)
-
-    @property
-    def out_dir(self) -> Path:
-        return stage_dir(self.output_root, self.stage.name, self.run)
-
-    def command(self, ckpt: str | Path) -> list[str]:
-        where = [a.format(root=self.output_root, run=self.run, out=self.out_dir) for a in self.stage.output_args]
-        return [sys.executable, str(self.stage.script_path), "--ckpt", str(ckpt), "--local", *where,
-                *self.script_args]
-
-    def describe(self) -> str:
-        up = stage_dir(self.output_root, self.stage.after, self.run)
-        ckpt = up / "encoder.pth" if self.stage.after == PRETRAIN else f"<checkpoint:{up / RECORD_FILENAME}>"
-        return f"[pipeline] {self.stage.name}/{self.run} will run: {shlex.join(self.command(ckpt))}"
-
-    def __call__(self) -> dict[str, Any]:
-        ckpt = upstream_checkpoint(self.stage, self.output_root, self.run)
-        cmd = self.command(ckpt)
-        print(f"[pipeline] {self.stage.name}/{self.run}: {shlex.join(cmd)}", flush=True)
-        rc = subprocess.run(cmd, check=False).returncode
-        if rc != 0:
-            raise PipelineError(f"pipeline: {self.stage.name}/{self.run} failed: {self.stage.script} exited "
-                                f"with status {rc}")
-        record = self.out_dir / RECORD_FILENAME
-        if os.environ.get("RANK", "0") == "0" and not record.is_file():
-            raise PipelineError(f"pipeline: {self.stage.name}/{self.run}: {self.stage.script} finished but wrote "
-                                f"no {record}")
-        return {"stage": self.stage.name, "run": self.run, "record": str(record), "ckpt": str(ckpt)}
-
-    def __repr__(self) -> str:
-        return f"StageTask({self.stage.name}/{self.run})"
-
-
 def parse_stage_args(items: list[str], stages: list[Stage]) -> dict[str, str]:
     """``--stage-args finetune='--config x optim.epochs=1'`` items -> {stage: args}."""
     out: dict[str, str] = {}
@@ -192,19 +112,26 @@ def parse_stage_args(items: list[str], stages: list[Stage]) -> dict[str, str]:
     return out
 
 
-def split_stage_args(base: argparse.Namespace, text: str) -> tuple[argparse.Namespace, list[str]]:
-    """Launcher flags in ``text`` override ``base`` for this stage; the rest goes to the script.
-
-    The pre-training's job name and dependency are not inherited."""
-    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    add_launcher_args(parser)
+def split_stage_args(base: argparse.Namespace, text: str, task: Task) -> argparse.Namespace:
+    """One namespace for a stage: launcher flags in ``text`` override ``base``'s (the pre-training's
+    job name and dependency are not inherited); the rest are parsed as the task's own arguments."""
+    launcher = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    add_launcher_args(launcher)
     ns = copy.copy(base)
     ns.job_name, ns.dependency = None, None
+    own = argparse.ArgumentParser(prog=f"--stage-args {task.name}=", add_help=False, allow_abbrev=False)
+    add_task_args(own, task, ckpt_required=False)
     try:
-        ns, rest = parser.parse_known_args(shlex.split(text), namespace=ns)
+        ns, rest = launcher.parse_known_args(shlex.split(text), namespace=ns)
+        mine = own.parse_intermixed_args(rest)
     except SystemExit:
-        raise PipelineError(f"pipeline: cannot parse stage arguments {text!r}") from None
-    return ns, rest
+        raise PipelineError(f"pipeline: cannot parse stage arguments {text!r} for {task.name}") from None
+    if mine.output_dir or mine.name or any(o.startswith(("output_dir=", "name=")) for o in mine.overrides):
+        raise PipelineError(f"pipeline: --stage-args {task.name}: the pipeline sets the run folder "
+                            f"(<output>/{task.name}/<pre-training run>); drop --output-dir/--name")
+    for key, value in vars(mine).items():
+        setattr(ns, key, value)
+    return ns
 
 
 @dataclass
@@ -226,57 +153,89 @@ class StageOutcome:
     job_id: str | None = None
 
 
-def run_pipeline(stages: list[Stage], runs: list[PretrainRun], args: argparse.Namespace,
-                 stage_args: dict[str, str] | None = None, slurm: bool = False) -> list[StageOutcome]:
-    """Submit (``slurm``) or run here, in order, every stage for every pre-training run."""
+@dataclass
+class PlannedStage:
+    """One stage of one pre-training run, checked and ready to launch."""
+
+    stage: Stage
+    run: PretrainRun
+    args: argparse.Namespace
+    spec: JobSpec
+
+
+def plan_pipeline(stages: list[Stage], runs: list[PretrainRun], args: argparse.Namespace,
+                  stage_args: dict[str, str] | None = None) -> list[PlannedStage]:
+    """Every stage of every run as a checked job spec (config, overrides, data), before anything is
+    launched: a bad stage argument fails here, in one line, not after the pre-training started."""
     stage_args = stage_args or {}
+    plan = []
+    for run in runs:
+        for stage in stages:
+            task = stage.task
+            ns = split_stage_args(args, stage_args.get(stage.name, ""), task)
+            try:
+                spec = build_spec(task, ns, None, run=run.name, output_root=run.output_root)
+            except PipelineError:
+                raise
+            except UserError as e:
+                raise PipelineError(f"pipeline: {stage.name}: {e}") from None
+            plan.append(PlannedStage(stage, run, ns, spec))
+    return plan
+
+
+def run_pipeline(stages: list[Stage], runs: list[PretrainRun], args: argparse.Namespace,
+                 stage_args: dict[str, str] | None = None, slurm: bool = False,
+                 plan: list[PlannedStage] | None = None) -> list[StageOutcome]:
+    """Submit (``slurm``) or run here, in order, every stage for every pre-training run.
+
+    ``plan`` is :func:`plan_pipeline`'s (made before the pre-training was launched); without it the
+    stages are planned now. ``runs`` carry the pre-training's job ids and whether it succeeded.
+    """
+    plan = plan if plan is not None else plan_pipeline(stages, runs, args, stage_args)
     dry = bool(getattr(args, "dry_run", False))
     outcomes: list[StageOutcome] = []
-    for run in runs:
-        done: dict[str, StageOutcome] = {}
-        for stage in stages:
-            up = done.get(stage.after) if stage.after != PRETRAIN else None
-            name = f"{stage.name}:{run.name}"
-            if not stage.script_path.is_file():
-                oc = StageOutcome(stage.name, run.name, "skipped", f"{stage.script} does not exist (yet)")
-            elif stage.after == PRETRAIN and not run.ok:
-                oc = StageOutcome(stage.name, run.name, "skipped", f"pretrain/{run.name} failed")
-            elif up is not None and up.status not in ("submitted", "done", "planned"):
-                oc = StageOutcome(stage.name, run.name, "skipped", f"{stage.after}/{run.name} {up.status}")
-            else:
-                ns, script_args = split_stage_args(args, stage_args.get(stage.name, ""))
-                task = StageTask(stage, run.name, run.output_root, script_args)
-                upstream_job = run.job_id if stage.after == PRETRAIN else (up.job_id if up else None)
-                dependency = f"afterok:{upstream_job}" if slurm and upstream_job else None
-                if slurm and dry and dependency is None:
-                    dependency = f"afterok:<{stage.after}:{run.name}>"
-                oc = _launch_stage(task, ns, name, dependency, slurm, dry)
-            if oc.status == "skipped":
-                print(f"[pipeline] skipping {stage.name}/{run.name}: {oc.detail}", flush=True)
-            done[stage.name] = oc
-            outcomes.append(oc)
+    done: dict[tuple[str, str], StageOutcome] = {}
+    for item in plan:
+        stage, run = item.stage, item.run
+        up = done.get((stage.after, run.name)) if stage.after != PRETRAIN else None
+        if stage.after == PRETRAIN and not run.ok:
+            oc = StageOutcome(stage.name, run.name, "skipped", f"pretrain/{run.name} failed")
+        elif up is not None and up.status not in ("submitted", "done", "planned"):
+            oc = StageOutcome(stage.name, run.name, "skipped", f"{stage.after}/{run.name} {up.status}")
+        else:
+            upstream_job = run.job_id if stage.after == PRETRAIN else (up.job_id if up else None)
+            dependency = f"afterok:{upstream_job}" if slurm and upstream_job else None
+            if slurm and dry and dependency is None:
+                dependency = f"afterok:<{stage.after}:{run.name}>"
+            oc = _launch_stage(item, dependency, slurm, dry)
+        if oc.status == "skipped":
+            print(f"[pipeline] skipping {stage.name}/{run.name}: {oc.detail}", flush=True)
+        done[(stage.name, run.name)] = oc
+        outcomes.append(oc)
     return outcomes
 
 
-def _launch_stage(task: StageTask, ns: argparse.Namespace, name: str, dependency: str | None, slurm: bool,
-                  dry: bool) -> StageOutcome:
+def _launch_stage(item: PlannedStage, dependency: str | None, slurm: bool, dry: bool) -> StageOutcome:
+    task, run, ns = item.stage.task, item.run, copy.copy(item.args)
     if not slurm and slurm_available():
         ns.local = True  # the pre-training ran here (--local): so do its stages
     try:
-        result = launch(task, ns, task.out_dir, name, dependency=dependency)
+        result = launch(TaskJob(item.spec, task.module), ns, item.spec.folder, f"{task.name}:{run.name}",
+                        dependency=dependency)
     except Exception as e:  # one failed stage does not stop the others
         if slurm or dry:
             raise
-        print(f"[pipeline] {task.stage.name}/{task.run} failed: {e}", file=sys.stderr, flush=True)
-        return StageOutcome(task.stage.name, task.run, "failed", str(e))
+        print(f"[pipeline] {task.name}/{run.name} failed: {e}", file=sys.stderr, flush=True)
+        return StageOutcome(task.name, run.name, "failed", str(e))
     if dry:
-        return StageOutcome(task.stage.name, task.run, "planned")
+        return StageOutcome(task.name, run.name, "planned")
     if slurm:
-        return StageOutcome(task.stage.name, task.run, "submitted", f"after {dependency}", job_id=result.job_id)
-    return StageOutcome(task.stage.name, task.run, "done", result.get("record", ""))
+        return StageOutcome(task.name, run.name, "submitted", f"after {dependency}", job_id=result.job_id)
+    return StageOutcome(task.name, run.name, "done", str((result.result or {}).get("record", "")))
 
 
 def print_summary(outcomes: list[StageOutcome]) -> None:
+    """One line per stage and run: what happened to it."""
     if not outcomes:
         return
     print("[pipeline] stages:")

@@ -4,7 +4,7 @@
 
 Writes ``table1.csv`` ... ``table7.csv``, ``robustness.csv``, ``robustness_in_c.csv`` and
 ``segmentation.csv``, each also as ``.md`` (and ``.tex`` with ``--latex``), with the paper's numbers
-(``results/paper_reference/``) beside ours. Prints which runs a complete table still needs; an
+(shipped with the package) beside ours. Prints which runs a complete table still needs; an
 unreadable record file is named on stderr and skipped. The record schema is ``results/SCHEMA.md``.
 """
 
@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from maskalign.results.pipeline import make_tables
+from maskalign.config import default_output_root
+from maskalign.results import DEFAULT_REFERENCE_DIR
+from maskalign.results.render_all import make_tables
 
 
 def get_args_parser(
@@ -26,13 +27,15 @@ def get_args_parser(
         description=description or __doc__.splitlines()[0], parents=parents or [], add_help=add_help
     )
     parser.add_argument(
-        "--root", default="output", help="output root searched for */record.json (default: output)"
+        "--root",
+        default=default_output_root(),
+        help="output root searched for */record.json (default: $MASKALIGN_OUTPUT, else output)",
     )
     parser.add_argument("--out", default="results", help="folder for the tables (default: results)")
     parser.add_argument(
         "--reference",
-        default=str(Path(__file__).resolve().parent / "paper_reference"),
-        help="folder of the paper's typed-in tables (default: results/paper_reference)",
+        default=str(DEFAULT_REFERENCE_DIR),
+        help="folder of the paper's typed-in tables (default: the paper's, shipped with the package)",
     )
     parser.add_argument("--latex", action="store_true", help="also write <table>.tex (booktabs)")
     parser.add_argument("--figures", action="store_true", help="also draw fig_mask_ratio.png (Table 4)")
@@ -60,4 +63,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(main(get_args_parser().parse_intermixed_args()))

@@ -33,9 +33,9 @@ def demo_teacher(demo_imagenet: Path) -> Path:
 
 
 def pretrain_cfg(output_dir: Path, *overrides: str):
-    from maskalign.config import load_config
+    from maskalign.config import config_dir, load_config
 
-    return load_config(None, [f"output_dir={output_dir}", *overrides], REPO / "pretrain" / "configs")
+    return load_config(None, [f"output_dir={output_dir}", *overrides], config_dir("pretrain"))
 
 
 @pytest.fixture(scope="session")

@@ -1,45 +1,84 @@
-"""A stand-in transfer script for the pipeline tests: the command-line contract, none of the work.
+"""Stand-in transfer tasks for the pipeline tests: the task contract, none of the work.
 
-``python tests/fake_transfer.py --ckpt CKPT [--local] output_dir=OUT name=RUN kind=KIND [fail=1]``
-writes ``OUT/KIND/RUN/record.json`` naming a product checkpoint, and ``started.json`` with when it
-started and what it consumed, so tests can check ordering. It imports no torch: it starts fast.
+Registered here only (no library file names them), imported as ``fake_transfer`` with ``tests/``
+on the path (``--pipeline NAME=fake_transfer``; a job finds it through ``PYTHONPATH``). Each writes ``started.json`` (when it started, what
+it consumed) and a real ``record.json`` naming a product checkpoint, so that a downstream task
+can consume it; ``fail=1`` among its overrides makes it fail. No torch: it starts fast.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
+from typing import Any
+
+from maskalign.records import Record, checkpoint_ref, write_record
+from maskalign.tasks import JobSpec, Task, register_task
+
+SCORE = "score"
 
 
-def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--ckpt", required=True)
-    p.add_argument("--local", action="store_true")
-    p.add_argument("overrides", nargs="*")
-    args = p.parse_args()
-    kv = dict(o.split("=", 1) for o in args.overrides)
-    ckpt = Path(args.ckpt)
-    out = Path(kv["output_dir"]) / kv.get("kind", "fake") / kv["name"]
-    out.mkdir(parents=True, exist_ok=True)
-    started = {"time": time.time(), "ckpt": str(ckpt), "ckpt_exists": ckpt.is_file(),
-               "ckpt_mtime": ckpt.stat().st_mtime if ckpt.is_file() else None,
-               "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "local": args.local}
-    (out / "started.json").write_text(json.dumps(started))
-    if kv.get("fail") == "1" or not ckpt.is_file():
-        print(f"fake_transfer: failing on purpose (ckpt exists: {ckpt.is_file()})", file=sys.stderr)
-        return 3
-    product = out / "product.pth"
-    product.write_bytes(b"not a real checkpoint")
-    record = {"task": kv.get("kind", "fake"), "metrics": {"score": 1.0},
-              "checkpoint": {"path": str(product.resolve())}, "source_checkpoint": {"path": str(ckpt.resolve())}}
-    (out / "record.json").write_text(json.dumps(record))
-    print(f"fake_transfer: {kv.get('kind')}/{kv['name']} consumed {ckpt}")
-    return 0
+class FakeTask(Task):
+    description = "a stand-in transfer task"
+    metrics = (SCORE,)
+
+    def run(self, spec: JobSpec) -> dict[str, Any]:
+        kv = dict(o.split("=", 1) for o in spec.overrides)
+        ckpt = Path(str(spec.ckpt))
+        out = spec.folder
+        out.mkdir(parents=True, exist_ok=True)
+        started = {"time": time.time(), "ckpt": str(ckpt), "ckpt_exists": ckpt.is_file(),
+                   "ckpt_mtime": ckpt.stat().st_mtime if ckpt.is_file() else None,
+                   "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "local": "SLURM_JOB_ID" not in os.environ}
+        (out / "started.json").write_text(json.dumps(started))
+        if kv.get("fail") == "1" or not ckpt.is_file():
+            raise RuntimeError(f"fake task {self.name}: failing on purpose (ckpt exists: {ckpt.is_file()})")
+        product = out / "product.pth"
+        product.write_bytes(b"not a real checkpoint")
+        record = write_record(out, Record(
+            run_id=f"{self.name}/{spec.run}", task=self.name, method="fake", backbone="vit_tiny",
+            supervision="none", metrics={SCORE: float(kv.get("score", 1.0))}, checkpoint=checkpoint_ref(product),
+            source_checkpoint=checkpoint_ref(ckpt)))
+        print(f"fake_transfer: {self.name}/{spec.run} consumed {ckpt}")
+        return {"metrics": {SCORE: 1.0}, "record": str(record)}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+@register_task
+class FakeA(FakeTask):
+    name = "fake_a"
+
+
+@register_task
+class FakeB(FakeTask):
+    name = "fake_b"
+    consumes = "fake_a"
+
+
+@register_task
+class FakeC(FakeTask):
+    name = "fake_c"
+
+
+@register_task
+class FakeD(FakeTask):
+    name = "fake_d"
+    consumes = "fake_c"
+
+
+@register_task
+class Probe(FakeTask):
+    name = "probe"
+
+
+@register_task
+class LoopX(FakeTask):
+    name = "loop_x"
+    consumes = "loop_y"
+
+
+@register_task
+class LoopY(FakeTask):
+    name = "loop_y"
+    consumes = "loop_x"

@@ -7,12 +7,14 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from maskalign.config import config_dir
 from maskalign.models.vit import MaskedViT
+from maskalign.results import DEFAULT_REFERENCE_DIR
 from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD, Teacher, TeacherOutput
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "pretrain" / "configs"
-SWEEP_DIR = Path(__file__).resolve().parents[1] / "pretrain" / "sweeps"
-REFERENCE_DIR = Path(__file__).resolve().parents[1] / "results" / "paper_reference"
+CONFIG_DIR = config_dir("pretrain")
+SWEEP_DIR = config_dir("sweeps")
+REFERENCE_DIR = DEFAULT_REFERENCE_DIR
 
 
 def tiny_vit(seed: int = 0, img: int = 32, patch: int = 8, dim: int = 32, depth: int = 2,

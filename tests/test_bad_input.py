@@ -13,11 +13,11 @@ import torch
 
 from conftest import REPO, pretrain_cfg
 from maskalign.checkpoint import CheckpointError
-from maskalign.config import ConfigError, load_config
+from maskalign.config import ConfigError, config_dir, load_config
 from maskalign.data.imagenet import DataError, image_folder
 from maskalign.records import file_sha256
 
-CONFIGS = REPO / "pretrain" / "configs"
+CONFIGS = config_dir("pretrain")
 
 
 def _submit(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -103,13 +103,16 @@ def test_crash_mid_training_resumes_from_last_checkpoint(
 ) -> None:
     from detectron2.engine import SimpleTrainer
 
-    from maskalign.detection.train import JobOptions, run_job
+    from maskalign.detection.train import run_job
+    from maskalign.tasks import JobSpec
 
-    opts = JobOptions(
+    opts = JobSpec(
+        task="coco",
         ckpt=str(encoder),
-        data=str(world),
-        output_dir=str(tmp_path / "run"),
-        overrides=[*FAST, "train.max_iter=4", "train.checkpointer.period=2"],
+        output_root=str(tmp_path),
+        run="run",
+        overrides=(*FAST, "train.max_iter=4", "train.checkpointer.period=2"),
+        options={"data": str(world)},
     )
     real_step, real_train = SimpleTrainer.run_step, SimpleTrainer.train
     starts = []
@@ -127,7 +130,7 @@ def test_crash_mid_training_resumes_from_last_checkpoint(
     monkeypatch.setattr(SimpleTrainer, "run_step", crashing_step)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_job(opts)
-    out = tmp_path / "run"
+    out = tmp_path / "coco" / "run"
     assert (out / "last_checkpoint").read_text().strip() == "model_0000001.pth"
     assert not (out / "record.json").exists()
 
@@ -142,14 +145,16 @@ def test_crash_mid_training_resumes_from_last_checkpoint(
 
 @pytest.mark.slow
 def test_tiny_config_trains_on_the_demo_world(tmp_path: Path, world: Path, encoder: Path) -> None:
-    out = tmp_path / "tiny"
+    out = tmp_path / "coco" / "tiny"
     proc = run_script(
         "--ckpt",
         str(encoder),
         "--data",
         str(world),
         "--output-dir",
-        str(out),
+        str(tmp_path),
+        "--name",
+        "tiny",
         *FAST,
         "train.max_iter=30",
         "optimizer.lr=3e-4",
@@ -172,19 +177,20 @@ def test_tiny_config_trains_on_the_demo_world(tmp_path: Path, world: Path, encod
     assert rec["source_checkpoint"]["path"] == str(encoder.resolve())
 
     again = run_script(
-        "--ckpt", str(encoder), "--data", str(world), "--output-dir", str(out), "--eval-only", *FAST
+        "--ckpt", str(encoder), "--data", str(world), "--output-dir", str(tmp_path), "--name", "tiny", "--eval-only",
+        *FAST,
     )
     assert again.returncode == 0, again.stderr[-3000:]
     rec2 = json.loads((out / "record.json").read_text())
     assert rec2["metrics"]["ap_box"] == pytest.approx(rec["metrics"]["ap_box"])
 
 
-def test_task_pickles_and_requeues_itself(encoder: Path) -> None:
+def test_task_pickles_and_requeues_itself(encoder: Path, tmp_path: Path) -> None:
     import pickle
 
-    from maskalign.detection.task import CocoTask
-    from maskalign.detection.train import JobOptions
+    from maskalign.tasks import JobSpec, TaskJob, get_task
 
-    task = pickle.loads(pickle.dumps(CocoTask(JobOptions(ckpt=str(encoder), overrides=["train.max_iter=2"]))))
+    spec = JobSpec("coco", str(encoder), str(tmp_path), "r", overrides=("train.max_iter=2",))
+    task = pickle.loads(pickle.dumps(TaskJob(spec, get_task("coco").module)))
     delayed = task.checkpoint()
-    assert isinstance(delayed.function, CocoTask) and delayed.function.opts == task.opts
+    assert isinstance(delayed.function, TaskJob) and delayed.function.spec == spec

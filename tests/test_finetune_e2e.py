@@ -17,12 +17,14 @@ import pytest
 from omegaconf import OmegaConf
 from transfer_helpers import robustness_overrides
 
-from maskalign.config import REPO_ROOT, load_config
+from maskalign.config import CONFIG_ROOT, load_config
+
+REPO = Path(__file__).resolve().parents[1]
 from maskalign.records import read_record
 from maskalign.transfer.metrics import CORRUPTIONS
 
 pytestmark = pytest.mark.slow
-CONFIGS = REPO_ROOT / "transfer" / "configs"
+CONFIGS = CONFIG_ROOT
 # A short schedule of the demo default recipe; the margin is what pre-training must add (points of top-1).
 FINETUNE = ["optim.epochs=4", "optim.warmup_epochs=1", "data.num_workers=0", "seed=0"]
 MARGIN = 5.0
@@ -99,7 +101,7 @@ def test_demo_runs_fill_a_row_of_every_transfer_table(pretrained_demo: Path, fin
     import sys
 
     from maskalign.detection import detectron2_available
-    from maskalign.results.pipeline import make_tables
+    from maskalign.results.render_all import make_tables
     from maskalign.segmentation.mmseg_import import mmseg_available
     from maskalign.transfer import robustness
 
@@ -109,12 +111,12 @@ def test_demo_runs_fill_a_row_of_every_transfer_table(pretrained_demo: Path, fin
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def script(name: str, *args: str) -> None:
-        proc = subprocess.run([sys.executable, str(REPO_ROOT / "transfer" / name), "--local", "--ckpt", enc, *args],
+        proc = subprocess.run([sys.executable, str(REPO / "transfer" / name), "--local", "--ckpt", enc, *args],
                               cwd=tmp_path, capture_output=True, text=True, timeout=900, env=env, check=False)
         assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     # the shortest schedules that still train, evaluate and record: the tables, not the numbers, are tested here
-    script("coco_vitdet.py", "--output-dir", str(jobs / "coco" / "demo"), "dataloader.train.total_batch_size=2",
+    script("coco_vitdet.py", "--output-dir", str(jobs), "--name", "demo", "dataloader.train.total_batch_size=2",
            "train.max_iter=4")
     script("ade20k_upernet.py", "--output-dir", str(jobs), "--name", "demo", "train_cfg.max_iters=4",
            "train_cfg.val_interval=4", "param_scheduler.0.end=2", "param_scheduler.1.begin=2",

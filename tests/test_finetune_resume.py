@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from transfer_helpers import TINY_ARCH, mini_imagenet
 
 from maskalign.checkpoint import export_encoder
-from maskalign.config import REPO_ROOT, load_config
+from maskalign.config import config_dir, load_config
 from maskalign.records import read_record
 from maskalign.transfer import finetune
 from maskalign.transfer.classifier import build_classifier, load_classifier
@@ -34,7 +34,7 @@ def mini(tmp_path_factory: pytest.TempPathFactory, demo_imagenet: Path) -> Path:
 def _cfg(out: Path, root: Path, *extra: str):
     cfg = load_config(None, [f"output_dir={out}", f"data.root={root}", "name=resume", "data.num_workers=0",
                              "optim.warmup_epochs=0", "optim.total_batch_size=16", *extra],
-                      REPO_ROOT / "transfer" / "configs" / "finetune")
+                      config_dir("finetune"))
     return OmegaConf.create(OmegaConf.to_container(cfg))
 
 

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from maskalign import launcher as L
+from maskalign import launch as L
 from maskalign.distributed import expand_nodelist, first_host, master_port, process_env
+from maskalign.launch import flags as F
+from maskalign.launch import slurm as S
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,7 +125,7 @@ def test_dependency_cancels_on_failure_and_extra_sbatch_options_pass_through() -
     ("afterok", False), ("ok:12", False), ("afterok:x", False), ("afterok:12,", False),
 ])
 def test_dependency_syntax(text: str, ok: bool) -> None:
-    assert L.dependency_ok(text) is ok
+    assert F.dependency_ok(text) is ok
 
 
 @pytest.mark.parametrize("argv,match", [
@@ -138,22 +140,22 @@ def test_bad_requests_fail_before_submission(argv: list[str], match: str) -> Non
 
 
 def test_cluster_check_names_the_problem(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(L, "partitions", lambda: {"debug": {"cpus": 2, "gpus": 0, "default": 1},
+    monkeypatch.setattr(S, "partitions", lambda: {"debug": {"cpus": 2, "gpus": 0, "default": 1},
                                                   "gpu": {"cpus": 64, "gpus": 8, "default": 0}})
-    L.check_cluster(L.ClusterSpec.from_args(parse("--gpus-per-node", "0", "--cpus-per-task", "2")))
-    L.check_cluster(L.ClusterSpec.from_args(parse("--partition", "gpu", "--cpus-per-task", "8")))
+    S.check_cluster(L.ClusterSpec.from_args(parse("--gpus-per-node", "0", "--cpus-per-task", "2")))
+    S.check_cluster(L.ClusterSpec.from_args(parse("--partition", "gpu", "--cpus-per-task", "8")))
     with pytest.raises(L.LaunchError, match=r"partition 'nope' does not exist \(known: debug, gpu\)"):
-        L.check_cluster(L.ClusterSpec.from_args(parse("--partition", "nope", "--gpus-per-node", "0")))
+        S.check_cluster(L.ClusterSpec.from_args(parse("--partition", "nope", "--gpus-per-node", "0")))
     with pytest.raises(L.LaunchError, match="has no GPUs.*--gpus-per-node 0"):
-        L.check_cluster(L.ClusterSpec.from_args(parse("--cpus-per-task", "1")))
+        S.check_cluster(L.ClusterSpec.from_args(parse("--cpus-per-task", "1")))
     with pytest.raises(L.LaunchError, match="at most 2 CPUs per node"):
-        L.check_cluster(L.ClusterSpec.from_args(parse("--gpus-per-node", "0", "--cpus-per-task", "3")))
+        S.check_cluster(L.ClusterSpec.from_args(parse("--gpus-per-node", "0", "--cpus-per-task", "3")))
 
 
 def test_gres_strings() -> None:
-    assert L._gres_gpus("(null)") == 0
-    assert L._gres_gpus("gpu:8") == 8
-    assert L._gres_gpus("gpu:a100:4(S:0-1),shard:8") == 4
+    assert S._gres_gpus("(null)") == 0
+    assert S._gres_gpus("gpu:8") == 8
+    assert S._gres_gpus("gpu:a100:4(S:0-1),shard:8") == 4
 
 
 # --- local runs and dry runs --------------------------------------------------------------------
@@ -172,10 +174,11 @@ def test_without_sbatch_the_task_runs_here_and_says_so(monkeypatch: pytest.Monke
                                                         capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
     task = _Task()
-    assert L.launch(task, parse(), tmp_path / "run", "pretrain:t") == {"ok": True} and task.calls == 1
+    res = L.launch(task, parse(), tmp_path / "run", "pretrain:t")
+    assert (res.mode, res.result, res.job_id, res.failed) == ("local", {"ok": True}, None, False) and task.calls == 1
     assert "no SLURM here" in capsys.readouterr().out
     task2 = _Task()
-    assert L.launch(task2, parse("--local"), tmp_path / "run", "pretrain:t") == {"ok": True}
+    assert L.launch(task2, parse("--local"), tmp_path / "run", "pretrain:t").results == [{"ok": True}]
     assert "--local given: running pretrain:t on this machine" in capsys.readouterr().out
     with pytest.raises(L.LaunchError, match="--slurm given but there is no sbatch"):
         L.launch(_Task(), parse("--slurm"), tmp_path / "run", "x")
@@ -192,7 +195,8 @@ def test_dry_run_prints_config_and_runs_nothing(monkeypatch: pytest.MonkeyPatch,
                                                 capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     task = _Task()
-    assert L.launch(task, parse("--dry-run"), tmp_path / "run", "pretrain:t") is None
+    res = L.launch(task, parse("--dry-run"), tmp_path / "run", "pretrain:t")
+    assert (res.mode, res.results, res.folders) == ("dry_run", [None], [tmp_path / "run"])
     out = capsys.readouterr().out
     assert task.calls == 0 and "epochs: 2" in out and "would run pretrain:t on this machine" in out
     assert not (tmp_path / "run").exists()
@@ -200,8 +204,8 @@ def test_dry_run_prints_config_and_runs_nothing(monkeypatch: pytest.MonkeyPatch,
 
 def test_dry_run_on_slurm_prints_the_sbatch_script(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture) -> None:
-    monkeypatch.setattr(L, "slurm_available", lambda: True)
-    monkeypatch.setattr(L, "partitions", lambda: {"debug": {"cpus": 2, "gpus": 0, "default": 1}})
+    monkeypatch.setattr(S, "slurm_available", lambda: True)
+    monkeypatch.setattr(S, "partitions", lambda: {"debug": {"cpus": 2, "gpus": 0, "default": 1}})
     task = _Task()
     L.launch(task, parse("--dry-run", "--gpus-per-node", "0", "--cpus-per-task", "1", "--time", "30"),
              tmp_path / "run", "pretrain:t", dependency="afterok:41")
@@ -225,7 +229,8 @@ def test_local_array_runs_every_task_and_survives_a_failure(monkeypatch: pytest.
 
     a, c = _Task(), _Task()
     res = L.launch_array([a, boom, c], parse(), [tmp_path / n for n in "abc"], "sweep", tmp_path / "_arrays")
-    assert res[0] == {"ok": True} and isinstance(res[1], RuntimeError) and res[2] == {"ok": True}
+    assert res.mode == "local" and res.results == [{"ok": True}, None, {"ok": True}]
+    assert isinstance(res.errors[1], RuntimeError) and res.errors[0] is None and res.failed
 
 
 # --- inside the job -----------------------------------------------------------------------------
@@ -271,10 +276,10 @@ def test_requeue_signal_is_handled_by_the_main_process_only() -> None:
     """A forked child (a DataLoader worker) inherits the handler but must not checkpoint or requeue."""
     code = textwrap.dedent("""
         import os, signal, sys, time
-        from maskalign.launcher import _guard_requeue_signal
+        from maskalign.launch.runtime import guard_requeue_signal
         hits = []
         signal.signal(signal.SIGUSR2, lambda s, f: hits.append(os.getpid()))
-        _guard_requeue_signal()
+        guard_requeue_signal()
         pid = os.fork()
         if pid == 0:
             os.kill(os.getpid(), signal.SIGUSR2); time.sleep(0.1)
@@ -287,37 +292,24 @@ def test_requeue_signal_is_handled_by_the_main_process_only() -> None:
     assert out.stdout.split() == ["0", "1"], out.stderr
 
 
-def test_task_classes_from_script_folders_are_pickled_by_value(tmp_path: Path) -> None:
-    """``pretrain/main.py`` is imported as ``main`` from the script's folder; the job cannot import it."""
+def test_every_task_is_pickled_by_reference_and_requeues_itself(tmp_path: Path) -> None:
+    """Library task classes: a job imports them (nothing is pickled by value, no sys.path edits)."""
     import cloudpickle
 
-    folder = tmp_path / "scripts_dir"
-    folder.mkdir()
-    (folder / "my_task_mod.py").write_text("class MyTask:\n    def __call__(self):\n        return 'ran'\n")
-    sys.path.insert(0, str(folder))
-    try:
-        import my_task_mod
+    from maskalign.engine.task import PretrainTask
+    from maskalign.tasks import JobSpec, TaskJob
 
-        task = my_task_mod.MyTask()
-        L._pickle_by_value_if_unimportable(task)
-        blob = tmp_path / "task.pkl"
-        blob.write_bytes(cloudpickle.dumps(task))
-    finally:
-        sys.path.remove(str(folder))
-        sys.modules.pop("my_task_mod", None)
-    out = subprocess.run([sys.executable, "-c", f"import pickle; print(pickle.load(open({str(blob)!r}, 'rb'))())"],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
-    assert out.stdout.strip() == "ran", out.stderr
-
-
-def test_library_task_classes_stay_pickled_by_reference() -> None:
-    import cloudpickle
-
-    from maskalign.pipeline import STAGES, StageTask
-
-    task = StageTask(STAGES["finetune"], "r", "/o", [])
-    L._pickle_by_value_if_unimportable(task)
-    assert b"maskalign.pipeline" in cloudpickle.dumps(task)
+    pre = PretrainTask({"name": "r", "output_dir": str(tmp_path)})
+    job = TaskJob(JobSpec("finetune", None, str(tmp_path), "r"), "maskalign.transfer.tasks")
+    for task, module in ((pre, b"maskalign.engine.task"), (job, b"maskalign.tasks.job")):
+        blob = cloudpickle.dumps(task)
+        assert module in blob and len(blob) < 4096
+        delayed = L.JobTask(task, "x").checkpoint()
+        assert isinstance(delayed.function, L.JobTask) and delayed.function.task is task
+    code = "import pickle, sys; t = pickle.loads(sys.stdin.buffer.read()); print(type(t).__module__, t.run_folder)"
+    out = subprocess.run([sys.executable, "-c", code], input=cloudpickle.dumps(pre),
+                         capture_output=True, cwd=tmp_path, timeout=120, check=False)
+    assert out.stdout.decode().split() == ["maskalign.engine.task", str(tmp_path / "pretrain" / "r")], out.stderr
 
 
 def test_cluster_script_parses_and_explains_its_usage() -> None:
@@ -334,8 +326,8 @@ def test_unreachable_controller_is_one_line_that_names_local(monkeypatch: pytest
                        "exit 1\n")
         exe.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    assert L.slurm_available()
+    assert S.slurm_available()
     with pytest.raises(L.LaunchError) as info:
-        L.partitions()
+        S.partitions()
     msg = str(info.value)
     assert "\n" not in msg and "Unable to contact slurm controller" in msg and "--local" in msg

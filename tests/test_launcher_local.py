@@ -11,16 +11,18 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FAKE = str(REPO / "tests" / "fake_transfer.py")
+FAKE = "fake_transfer"  # registers the stand-in task "probe"
 
 pytestmark = pytest.mark.slow
 
 
 def test_same_command_runs_here_without_sbatch(tmp_path: Path, demo_teacher: Path) -> None:
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # python, but no sbatch
+    # no sbatch; the stand-in tasks' module on the path
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
     res = subprocess.run([sys.executable, str(REPO / "pretrain" / "submit.py"), "optim.epochs=1", "runtime.max_steps=2",
                           "data.num_workers=0", f"output_dir={tmp_path}", "name=here", "--partition", "whatever",
-                          "--pipeline", f"probe={FAKE}", "--stage-args", "probe=kind=probe"],
+                          "--pipeline", f"probe={FAKE}", "--stage-args", "probe=score=2"],
                          capture_output=True, text=True, env=env, timeout=900, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "[launcher] no SLURM here (no sbatch on PATH): running pretrain:here on this machine" in res.stdout

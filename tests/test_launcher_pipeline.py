@@ -11,12 +11,16 @@ import pytest
 
 from maskalign import jobs
 from maskalign import pipeline as pl
-from maskalign.config import load_config
-from maskalign.launcher import get_args_parser
+from maskalign.config import ConfigError, config_dir, load_config
+from maskalign.launch import get_args_parser
+from maskalign.records import Record, checkpoint_ref, write_record
 from maskalign.sweeps import load_sweep
+from maskalign.tasks import TaskJob, get_task, upstream_checkpoint
+from maskalign.tasks.job import UpstreamError
+from maskalign.transfer.cli import build_spec
 
 REPO = Path(__file__).resolve().parents[1]
-FAKE = str(REPO / "tests" / "fake_transfer.py")
+FAKE = "fake_transfer"  # the module that registers the stand-in tasks fake_a ... fake_d, probe
 
 
 def parse(*argv: str):
@@ -29,43 +33,63 @@ def test_stages_are_ordered_upstream_first_and_checked() -> None:
     stages = pl.parse_stages("robustness,finetune,linprobe,coco,ade20k")
     assert [s.name for s in stages] == ["finetune", "linprobe", "coco", "ade20k", "robustness"]
     assert stages[-1].after == "finetune"
-    mine = pl.parse_stages(f"b={FAKE}@a,a={FAKE}")
-    assert [(s.name, s.after) for s in mine] == [("a", "pretrain"), ("b", "a")]
+    mine = pl.parse_stages(f"fake_b={FAKE},fake_a={FAKE}")
+    assert [(s.name, s.after) for s in mine] == [("fake_a", "pretrain"), ("fake_b", "fake_a")]
     for bad, match in (("robustness", "add finetune"), ("nope", "unknown stage"), ("finetune,finetune", "twice"),
-                       ("", "no stage"), ("finetune=x.py", "new identifier"), (f"a={FAKE}@b,b={FAKE}@a", "circle")):
+                       ("", "no stage"), ("x=path/to/s.py", "not a script path"),
+                       (f"nosuch={FAKE}", "registers no task 'nosuch'"), ("x=no_such_module_zz", "cannot import"),
+                       (f"loop_x={FAKE},loop_y={FAKE}", "circle")):
         with pytest.raises(pl.PipelineError, match=match):
             pl.parse_stages(bad)
 
 
-def test_stage_args_split_into_cluster_flags_and_script_arguments() -> None:
+def test_stage_args_split_into_cluster_flags_and_task_arguments() -> None:
     base = parse("--gpus-per-node", "0", "--time", "60")
-    ns, rest = pl.split_stage_args(base, "--time 2-00:00:00 --config maskalign_vitb16 optim.epochs=1 --cpus-per-task 4")
+    task = get_task("finetune")
+    ns = pl.split_stage_args(base, "--time 2-00:00:00 --config maskalign_vitb16 optim.epochs=1 --cpus-per-task 4",
+                             task)
     assert ns.time == "2-00:00:00" and ns.cpus_per_task == 4 and ns.gpus_per_node == 0
-    assert rest == ["--config", "maskalign_vitb16", "optim.epochs=1"]
+    assert ns.config == "maskalign_vitb16" and ns.overrides == ["optim.epochs=1"]
     assert base.time == "60"  # the pipeline's own flags are untouched
+    coco = pl.split_stage_args(base, "--data demo --eval-only train.max_iter=2", get_task("coco"))
+    assert (coco.data, coco.eval_only, coco.overrides) == ("demo", True, ["train.max_iter=2"])
+    for text in ("--name x", "--output-dir /o", "name=x"):
+        with pytest.raises(pl.PipelineError, match="the pipeline sets the run folder"):
+            pl.split_stage_args(base, text, task)
     stages = pl.parse_stages("finetune,coco")
     assert pl.parse_stage_args(["finetune=a=1", "finetune=b=2"], stages) == {"finetune": "a=1 b=2"}
     with pytest.raises(pl.PipelineError, match="STAGE='ARGS'"):
         pl.parse_stage_args(["linprobe=x"], stages)
 
 
-def test_stage_command_follows_the_transfer_script_contract(tmp_path: Path) -> None:
-    task = pl.StageTask(pl.STAGES["finetune"], "run1", str(tmp_path), ["--config", "x"])
-    assert task.command("/c/encoder.pth")[1:] == [str(REPO / "transfer" / "finetune.py"), "--ckpt", "/c/encoder.pth",
-                                                  "--local", f"output_dir={tmp_path}", "name=run1", "--config", "x"]
-    assert task.out_dir == tmp_path / "finetune" / "run1"
-    with pytest.raises(pl.PipelineError, match="pre-training encoder .* does not exist"):
-        task()
+def test_a_stage_is_the_tasks_own_job_in_the_pipelines_run_folder(tmp_path: Path) -> None:
+    task = get_task("finetune")
+    ns = pl.split_stage_args(parse("--local"), "optim.epochs=1", task)
+    spec = build_spec(task, ns, None, run="run1", output_root=str(tmp_path))
+    assert spec.folder == tmp_path / "finetune" / "run1"
+    assert (spec.resolved["name"], spec.resolved["output_dir"], spec.resolved["optim"]["epochs"]) == \
+        ("run1", str(tmp_path), 1)
+    with pytest.raises(UpstreamError, match="pre-training encoder .* does not exist"):
+        TaskJob(spec, task.module)()
+    with pytest.raises(ConfigError, match="unknown config key 'optim.nope'"):  # checked before submission
+        build_spec(task, pl.split_stage_args(parse(), "optim.nope=1", task), None, run="r", output_root="/o")
+    with pytest.raises(pl.PipelineError, match="^pipeline: finetune: command line: unknown config key"):
+        pl.plan_pipeline([pl.parse_stages("finetune")[0]], [pl.PretrainRun("r", "/o")], parse(),
+                         {"finetune": "optim.nope=1"})
 
 
 def test_robustness_consumes_the_checkpoint_named_in_finetunes_record(tmp_path: Path) -> None:
     ft = tmp_path / "finetune" / "r"
     ft.mkdir(parents=True)
-    with pytest.raises(pl.PipelineError, match="cannot read .*record.json"):
-        pl.upstream_checkpoint(pl.STAGES["robustness"], tmp_path, "r")
+    with pytest.raises(UpstreamError, match="cannot read .*record.json"):
+        upstream_checkpoint("finetune", tmp_path, "r")
     (ft / "checkpoint.pth").write_bytes(b"x")
-    (ft / "record.json").write_text(json.dumps({"checkpoint": {"path": str(ft / "checkpoint.pth")}}))
-    assert pl.upstream_checkpoint(pl.STAGES["robustness"], tmp_path, "r") == ft / "checkpoint.pth"
+    write_record(ft, Record(run_id="finetune/r", task="finetune", method="m", backbone="b", supervision="s",
+                            checkpoint=checkpoint_ref(ft / "checkpoint.pth")))
+    assert upstream_checkpoint("finetune", tmp_path, "r") == (ft / "checkpoint.pth").resolve()
+    (ft / "checkpoint.pth").unlink()
+    with pytest.raises(UpstreamError, match="names no existing checkpoint"):
+        upstream_checkpoint("finetune", tmp_path, "r")
 
 
 def _pretrained(root: Path, run: str) -> Path:
@@ -77,32 +101,33 @@ def _pretrained(root: Path, run: str) -> Path:
 
 def test_local_pipeline_runs_in_order_and_skips_what_cannot_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     _pretrained(tmp_path, "r")
-    stages = pl.parse_stages(f"a={FAKE},b={FAKE}@a,c={FAKE},d={FAKE}@c,e={tmp_path / 'missing.py'},f={FAKE}@e")
-    args = {"a": "kind=a", "b": "kind=b", "c": "kind=c fail=1", "d": "kind=d"}
+    stages = pl.parse_stages(f"fake_a={FAKE},fake_b={FAKE},fake_c={FAKE},fake_d={FAKE}")
+    args = {"fake_c": "fail=1"}
     out = pl.run_pipeline(stages, [pl.PretrainRun("r", str(tmp_path))], parse("--local"), args, slurm=False)
     status = {o.stage: o.status for o in out}
-    assert status == {"a": "done", "b": "done", "c": "failed", "d": "skipped", "e": "skipped", "f": "skipped"}
-    started_b = json.loads((tmp_path / "b" / "r" / "started.json").read_text())
-    assert started_b["ckpt"] == str((tmp_path / "a" / "r" / "product.pth").resolve())
-    started_a = json.loads((tmp_path / "a" / "r" / "started.json").read_text())
+    assert status == {"fake_a": "done", "fake_b": "done", "fake_c": "failed", "fake_d": "skipped"}
+    started_b = json.loads((tmp_path / "fake_b" / "r" / "started.json").read_text())
+    assert started_b["ckpt"] == str((tmp_path / "fake_a" / "r" / "product.pth").resolve())
+    started_a = json.loads((tmp_path / "fake_a" / "r" / "started.json").read_text())
     assert started_a["local"] and started_a["ckpt"] == str(tmp_path / "pretrain" / "r" / "encoder.pth")
+    assert started_b["time"] >= started_a["time"]
     text = capsys.readouterr()
-    assert "skipping e/r: " in text.out and "does not exist (yet)" in text.out
-    assert "skipping d/r: c/r failed" in text.out
+    assert "skipping fake_d/r: fake_c/r failed" in text.out
+    assert "fake task fake_c: failing on purpose" in text.err
 
 
 def test_failed_pretraining_skips_every_stage(tmp_path: Path) -> None:
-    stages = pl.parse_stages(f"a={FAKE}")
+    stages = pl.parse_stages(f"fake_a={FAKE}")
     out = pl.run_pipeline(stages, [pl.PretrainRun("r", str(tmp_path), ok=False)], parse("--local"), {}, slurm=False)
     assert [(o.status, o.detail) for o in out] == [("skipped", "pretrain/r failed")]
 
 
 # --- sweeps ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sweep", sorted((REPO / "pretrain" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+@pytest.mark.parametrize("sweep", sorted(config_dir("sweeps").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_sweep_file_resolves_to_configs(sweep: Path) -> None:
     s = load_sweep(sweep)
-    cfg_dir = REPO / "pretrain" / "configs"
+    cfg_dir = config_dir("pretrain")
     for run in s.runs:
         cfg = load_config(s.base_path(cfg_dir), [*run.overrides, f"name={run.name}"], cfg_dir)
         assert cfg.name == run.name
@@ -131,7 +156,7 @@ def test_sweep_base_may_sit_beside_the_sweep_file(tmp_path: Path) -> None:
     (tmp_path / "mine.yaml").write_text("base: default.yaml\nseed: 3\n")
     (tmp_path / "s.yaml").write_text("base: mine\nruns: [{name: a}]\n")
     s = load_sweep(tmp_path / "s.yaml")
-    assert s.base_path(REPO / "pretrain" / "configs") == str(tmp_path / "mine.yaml")
+    assert s.base_path(config_dir("pretrain")) == str(tmp_path / "mine.yaml")
     assert s.name == "s"
 
 
@@ -139,14 +164,17 @@ def test_submit_dry_run_of_a_sweep_with_a_pipeline_runs_nothing(tmp_path: Path) 
     import subprocess
 
     (tmp_path / "s.yaml").write_text("base: default\nruns: [{name: a, overrides: [seed=1]}, {name: b}]\n")
-    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # no sbatch
+    # no sbatch; the stand-in tasks' module on the path
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
     res = subprocess.run([sys.executable, str(REPO / "pretrain" / "submit.py"), "--dry-run", "--sweep",
-                          str(tmp_path / "s.yaml"), f"output_dir={tmp_path}", "--pipeline", f"x={FAKE}"],
+                          str(tmp_path / "s.yaml"), f"output_dir={tmp_path}", "--pipeline", f"fake_a={FAKE}"],
                          capture_output=True, text=True, env=env, timeout=300, check=False)
     assert res.returncode == 0, res.stderr
     assert "dry run of pretrain:s (2 runs)" in res.stdout and "name: a" in res.stdout and "seed: 1" in res.stdout
     assert "would run pretrain:s (2 runs) on this machine, one after another (no SLURM here" in res.stdout
-    assert "x/a: planned" in res.stdout and "x/b: planned" in res.stdout
+    assert "fake_a/a: planned" in res.stdout and "fake_a/b: planned" in res.stdout
+    assert f"ckpt: {tmp_path}/pretrain/a/encoder.pth" in res.stdout  # looked up when the job starts
     assert not (tmp_path / "pretrain").exists()
 
 
@@ -203,3 +231,52 @@ def test_status_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     row = json.loads(capsys.readouterr().out.strip())
     assert row["state"] == "done" and row["kind"] == "pretrain"
     assert jobs.main(["status", str(tmp_path / "nope")]) == 2
+
+
+# --- flags anywhere -------------------------------------------------------------------------------
+
+def _script(path: Path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"_script_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_submit_takes_flags_between_config_and_overrides(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    submit = _script(REPO / "pretrain" / "submit.py")
+    orders = (["maskalign_vitb16_clipb16_200ep", "--local", "data.root=X", "optim.epochs=1", "--dry-run"],
+              ["maskalign_vitb16_clipb16_200ep", "data.root=X", "optim.epochs=1", "--dry-run", "--local"],
+              ["--dry-run", "--local", "maskalign_vitb16_clipb16_200ep", "data.root=X", "optim.epochs=1"])
+    parsed = [vars(submit.get_args_parser().parse_intermixed_args(argv)) for argv in orders]
+    assert parsed[0] == parsed[1] == parsed[2]
+    assert parsed[0]["config"] == "maskalign_vitb16_clipb16_200ep" and parsed[0]["overrides"] == \
+        ["data.root=X", "optim.epochs=1"] and parsed[0]["local"] and parsed[0]["dry_run"]
+    args = submit.get_args_parser().parse_intermixed_args([*orders[0], f"output_dir={tmp_path}"])
+    assert submit.main(args) == 0
+    out = capsys.readouterr().out
+    assert "root: X" in out and "epochs: 1" in out and "would run pretrain:maskalign_vitb16_clipb16_200ep" in out
+    assert not (tmp_path / "pretrain").exists()
+
+
+@pytest.mark.parametrize("script", ["finetune.py", "linprobe.py", "robustness.py", "coco_vitdet.py",
+                                    "ade20k_upernet.py"])
+def test_every_transfer_script_takes_flags_anywhere(script: str) -> None:
+    mod = _script(REPO / "transfer" / script)
+    p = mod.get_args_parser()
+    a = vars(p.parse_intermixed_args(["--ckpt", "c.pth", "a.b=1", "--local", "c=2", "--output-dir", "/o"]))
+    b = vars(p.parse_intermixed_args(["a.b=1", "c=2", "--output-dir", "/o", "--ckpt", "c.pth", "--local"]))
+    assert a == b and a["overrides"] == ["a.b=1", "c=2"] and a["local"] and a["ckpt"] == "c.pth"
+    assert mod.TASK in {"finetune", "linprobe", "robustness", "coco", "ade20k"}
+
+
+def test_a_bad_stage_argument_fails_before_pretraining_starts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    submit = _script(REPO / "pretrain" / "submit.py")
+    args = submit.get_args_parser().parse_intermixed_args(
+        ["--local", f"output_dir={tmp_path}", "name=r", "--pipeline", "finetune,linprobe",
+         "--stage-args", "linprobe=optim.nope=1"])
+    assert submit.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: pipeline: linprobe: command line: unknown config key 'optim.nope'"]
+    assert not (tmp_path / "pretrain").exists()

@@ -12,7 +12,7 @@ import pandas as pd
 from results_fixtures import put
 
 from maskalign.records import RECORD_FILENAME, find_records, read_record
-from maskalign.results.pipeline import make_tables
+from maskalign.results.render_all import make_tables
 
 WRITER = r"""
 import sys

@@ -14,7 +14,7 @@ from results_fixtures import fabricate
 from timm.models.vision_transformer import VisionTransformer
 
 from maskalign.results.attention import cls_attention, load_encoder, synthetic_images, to_tensor
-from maskalign.results.pipeline import make_tables
+from maskalign.results.render_all import make_tables
 
 REPO = Path(__file__).resolve().parents[1]
 MIN_STD = 10.0  # a blank (single-colour) PNG has std 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from maskalign.results import DEFAULT_REFERENCE_DIR
 from maskalign.results.reference import load_reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,7 +96,7 @@ def expected(table: str) -> list[list[str]]:
 
 @pytest.mark.parametrize("table", ["1", "2", "3", "4", "5", "6", "7"])
 def test_reference_reproduces_paper_table(table):
-    ref = load_reference(REPO / "results" / "paper_reference")
+    ref = load_reference(DEFAULT_REFERENCE_DIR)
     frame = ref.tables[table]
     ours = frame[COLUMNS[table]].values.tolist()
     assert ours == expected(table)

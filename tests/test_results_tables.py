@@ -11,6 +11,7 @@ import pytest
 from results_fixtures import fabricate, put
 
 from maskalign.results import fmt
+from maskalign.results import DEFAULT_REFERENCE_DIR
 from maskalign.results.reference import load_reference
 from maskalign.results.render import latex_escape, to_markdown
 
@@ -323,7 +324,7 @@ def test_formatting_rules():
 
 
 def test_reference_equivalences():
-    ref = load_reference(REPO / "results" / "paper_reference")
+    ref = load_reference(DEFAULT_REFERENCE_DIR)
     assert ref.group("3", "dynamic-top5") == [
         ("3", "dynamic-top5"),
         ("4", "attentive-70"),

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from transfer_helpers import DEMO_C_PER_CLASS, DEMO_PER_CLASS, make_classifier_ckpt, robustness_overrides
 
-from maskalign.config import REPO_ROOT, load_config
+from maskalign.config import config_dir, load_config
 from maskalign.data.demo_world.robustness_layouts import (
     COMMON_CORRUPTIONS,
     DEMO_SUBSETS,
@@ -22,7 +22,7 @@ from maskalign.data.demo_world.scene import image_rng, render_classification_ima
 from maskalign.data.demo_world.shapes import WNIDS
 from maskalign.transfer.metrics import CORRUPTIONS
 
-CONFIGS = REPO_ROOT / "transfer" / "configs" / "robustness"
+CONFIGS = config_dir("robustness")
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ from maskalign import jobs
 
 REPO = Path(__file__).resolve().parents[1]
 SUBMIT = str(REPO / "pretrain" / "submit.py")
-FAKE = str(REPO / "tests" / "fake_transfer.py")
+FAKE = "fake_transfer"  # registers the stand-in task "probe"
 JOB_TIMEOUT_S = 420  # per wait; a healthy run of this file takes a few minutes in all
 # Small runs: 18 iterations per epoch on the 1200 demo images, no DataLoader workers.
 TINY = ("optim.warmup_epochs=1", "data.num_workers=0")
@@ -62,7 +62,11 @@ CLUSTER = ("--slurm", "--partition", str(PARTITION), "--gpus-per-node", "0", "--
 
 def submit(*argv: str, script: str = SUBMIT, expect_rc: int = 0) -> tuple[str, list[str]]:
     """Run an entry script; returns its stdout and the SLURM job ids it submitted."""
-    res = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, timeout=300, check=False)
+    # the jobs inherit this environment: they import the stand-in tasks' module
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, timeout=300, check=False,
+                         env=env)
     assert res.returncode == expect_rc, f"rc {res.returncode}\nstdout:\n{res.stdout}\nstderr:\n{res.stderr}"
     ids = re.findall(r"as SLURM job (\d+)", res.stdout)
     array = re.search(r"as SLURM job array (\d+) of (\d+)", res.stdout)
@@ -203,15 +207,14 @@ def test_pipeline_runs_dependents_after_pretraining(root: Path, demo_teacher: Pa
     assert Path(ft_record["source_checkpoint"]["path"]) == enc.resolve()
     assert rob_record["source_checkpoint"]["path"] == ft_record["checkpoint"]["path"]
     # Each stage's SLURM logs sit beside its outputs, and the status command sees all three.
-    assert f"--ckpt {enc}" in logs_of(root / "finetune" / "pipe", ft)
+    assert f"checkpoint {enc}" in logs_of(root / "finetune" / "pipe", ft)
     rows = status_rows(root)
     assert {rows[(k, "pipe")]["state"] for k in ("pretrain", "finetune", "robustness")} == {"done"}
 
 
 def test_failed_pretraining_cancels_its_dependents(root: Path, demo_teacher: Path) -> None:
     out, ids = submit(*CLUSTER, "optim.epochs=1", *TINY, "data.dataset=imagenet", f"data.root={root}/no-imagenet",
-                      f"output_dir={root}", "name=broken", "--pipeline", f"probe={FAKE}",
-                      "--stage-args", "probe=kind=probe")
+                      f"output_dir={root}", "name=broken", "--pipeline", f"probe={FAKE}")
     assert len(ids) == 2, out
     states = wait_all(ids)
     assert states == {ids[0]: "FAILED", ids[1]: "CANCELLED"}, states

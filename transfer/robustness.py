@@ -1,27 +1,30 @@
 """Evaluate a fine-tuned classifier on ImageNet-A, -R, -Sketch, -V2 and -C (default: the demo world's copies).
 
-    python transfer/robustness.py --ckpt CKPT [--config NAME] [key=value ...] [--local | --slurm ...]
+    python transfer/robustness.py --ckpt CKPT [--config NAME] [--output-dir ROOT] [--name RUN] [key=value ...]
+                          [--local | --slurm ...]
 
-Recipes live in transfer/configs/robustness/; the job writes <output_dir>/robustness/<name>/ (record.json when done).
+Recipes live in maskalign/configs/robustness/; the job writes <output-dir>/robustness/<name>/ (record.json when
+done). Flags and overrides go in any order. The task itself is ``maskalign.transfer.tasks``.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from maskalign.transfer.cli import get_args_parser as _parser
-from maskalign.transfer.cli import main as _main
+from maskalign.transfer import cli
 
 TASK = "robustness"
 
 
-def get_args_parser(description: str | None = None, parents=None, add_help: bool = True):
-    return _parser(TASK, description or __doc__.splitlines()[0], parents=parents, add_help=add_help)
+def get_args_parser(description: str | None = None, parents: list[argparse.ArgumentParser] | None = None,
+                    add_help: bool = True) -> argparse.ArgumentParser:
+    return cli.get_args_parser(TASK, description, parents=parents, add_help=add_help)
 
 
-def main(args) -> int:
-    return _main(TASK, args)
+def main(args: argparse.Namespace) -> int:
+    return cli.main(TASK, args)
 
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_args()))
+    sys.exit(main(get_args_parser().parse_intermixed_args()))

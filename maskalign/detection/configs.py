@@ -1,4 +1,4 @@
-"""Loading a ``detectron_configs/`` LazyConfig, applying ``key=value`` overrides, fitting the backbone.
+"""Loading a LazyConfig (``maskalign/configs/coco/``), applying ``key=value`` overrides, fitting the backbone.
 
 Three things happen between the file and the trainer, each logged:
 
@@ -20,11 +20,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from maskalign.config import config_dir, find_config_file
 from maskalign.detection.convert import vit_kwargs
 from maskalign.errors import UserError
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO_ROOT / "detectron_configs"
+CONFIG_DIR = config_dir("coco")
 DEFAULT_CONFIG = "mask_rcnn_vitdet_tiny_demo.py"
 
 log = logging.getLogger("maskalign.detection")
@@ -35,14 +35,11 @@ class DetectionConfigError(UserError):
 
 
 def resolve_config_file(name: str | Path | None) -> Path:
-    """A config given by path, or by name (with or without ``.py``) inside ``detectron_configs/``."""
+    """A config given by path, or by name (with or without ``.py``) inside ``maskalign/configs/coco/``."""
     name = name or DEFAULT_CONFIG
-    p = Path(name)
-    if p.is_file():
-        return p.resolve()
-    for cand in (CONFIG_DIR / p, CONFIG_DIR / f"{p}.py"):
-        if cand.is_file():
-            return cand
+    found = find_config_file(name, CONFIG_DIR, ".py")
+    if found is not None:
+        return found.resolve()
     known = ", ".join(sorted(c.stem for c in CONFIG_DIR.glob("*.py")))
     raise DetectionConfigError(f"detectron2 config {str(name)!r} not found (known in {CONFIG_DIR}: {known})")
 

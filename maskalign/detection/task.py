@@ -1,29 +1,60 @@
-"""The COCO job as a task for the shared launcher (``maskalign.launcher.launch``).
+"""The COCO task: ViTDet Mask R-CNN on detectron2 from a pre-trained encoder (``transfer/coco_vitdet.py``).
 
-Picklable (it holds only :class:`~maskalign.detection.train.JobOptions`, and imports detectron2
-when called). On preemption or time-out submitit calls :meth:`CocoTask.checkpoint`, which requeues
-the same task; detectron2's checkpointer then resumes from ``<out>/last_checkpoint``.
+Registered as ``coco``. Its configs are LazyConfig files (``maskalign/configs/coco/``, or a
+path); what can be checked without detectron2 (the config file exists, the data folder is there)
+is checked before anything is launched. The job (:func:`maskalign.detection.train.run_job`)
+imports detectron2; a requeued job resumes from ``<run folder>/last_checkpoint``.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import argparse
 from typing import Any
 
-from maskalign.detection.train import JobOptions
+from maskalign.config import config_dir
+from maskalign.metric_names import Metric
+from maskalign.tasks.registry import Task, register_task
+from maskalign.tasks.spec import JobSpec
+
+DEFAULT_CONFIG = "mask_rcnn_vitdet_tiny_demo"  # = detection.configs.DEFAULT_CONFIG (that module imports torch)
 
 
-class CocoTask:
-    def __init__(self, opts: JobOptions) -> None:
-        self.opts = opts
-        self.cfg = asdict(opts)  # what the launcher's --dry-run prints
+@register_task
+class CocoTask(Task):
+    name = "coco"
+    description = "COCO box/mask AP of a pre-trained ViT with ViTDet Mask R-CNN (detectron2)"
+    config_dir = config_dir("coco")
+    default_config = DEFAULT_CONFIG
+    metrics = (Metric.AP_BOX, Metric.AP_MASK)
 
-    def __call__(self) -> dict[str, Any]:
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        g = parser.add_argument_group("COCO")
+        g.add_argument("--data", default=None,
+                       help="folder holding coco/ (or a COCO folder itself), or 'demo'; default: "
+                            "$DETECTRON2_DATASETS if set, else the demo world's COCO copy")
+        g.add_argument("--eval-only", dest="eval_only", action="store_true",
+                       help="evaluate the trained detector in the run folder (or --weights) without training")
+        g.add_argument("--weights", default=None, help="with --eval-only: a detectron2 checkpoint of the detector")
+        g.add_argument("--no-resume", dest="resume", action="store_false",
+                       help="start from the pre-trained encoder even if the run folder holds a checkpoint")
+
+    def options(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"data": args.data, "eval_only": args.eval_only, "weights": args.weights, "resume": args.resume}
+
+    def prepare(self, spec: JobSpec) -> JobSpec:
+        from maskalign.detection import configs, datasets
+
+        data = spec.options.get("data")
+        if data not in (None, datasets.DEMO):
+            datasets.resolve_source(data)
+        return spec.with_(config_path=str(configs.resolve_config_file(spec.config)))
+
+    def run(self, spec: JobSpec) -> dict[str, Any]:
         from maskalign.detection.train import run_job
 
-        return run_job(self.opts)
+        return run_job(spec)
 
-    def checkpoint(self, *args: Any, **kwargs: Any):
-        import submitit
-
-        return submitit.helpers.DelayedSubmission(CocoTask(self.opts))
+    def summary(self, result: dict[str, Any]) -> str:
+        m, nan = result.get("metrics") or {}, float("nan")
+        return (f"Done. box AP {m.get(Metric.AP_BOX, nan):.2f}, mask AP {m.get(Metric.AP_MASK, nan):.2f}\n"
+                f"Record: {result.get('record')}")

@@ -1,12 +1,12 @@
 """One COCO transfer job: pre-trained encoder -> ViTDet Mask R-CNN trained and evaluated on detectron2.
 
-What :func:`run_job` does, in order (cheap checks first, so bad input fails in a second, with one
+What :func:`run_job` does with a :class:`~maskalign.tasks.spec.JobSpec`, in order (cheap checks first, so bad input fails in a second, with one
 line, before detectron2 builds anything):
 
 1. read the pre-trained encoder (``--ckpt``) and find the data folder;
 2. load the LazyConfig, apply overrides, register the data, fit the ViT to the encoder, set
    ``num_classes`` from the annotation file;
-3. write the encoder in detectron2's keys to ``<out>/pretrained_d2.pth`` (:mod:`.convert`) and point
+3. write the encoder in detectron2's keys to ``<out>/pretrained_d2.pth`` (``<out>`` = ``spec.folder``) (:mod:`.convert`) and point
    ``train.init_checkpoint`` at it;
 4. train with detectron2's ``SimpleTrainer`` (``AMPTrainer`` when ``train.amp.enabled`` on a GPU),
    DDP across processes, a ``DetectionCheckpointer`` in ``<out>`` (model, optimizer, scheduler,
@@ -22,44 +22,16 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from maskalign.errors import UserError
+from maskalign.metric_names import Metric
+from maskalign.tasks.spec import JobSpec
 
 log = logging.getLogger("maskalign.detection")
-
-
-@dataclass
-class JobOptions:
-    """What the entry script passes to a job; plain data, so the task pickles cheaply."""
-
-    ckpt: str
-    config_file: str | None = None
-    overrides: list[str] = field(default_factory=list)
-    data: str | None = None
-    output_dir: str | None = None
-    name: str | None = None
-    eval_only: bool = False
-    weights: str | None = None
-    resume: bool = True
-
-
-def default_run_name(opts: JobOptions) -> str:
-    from maskalign.detection.configs import resolve_config_file
-
-    cfg_stem = resolve_config_file(opts.config_file).stem
-    ckpt = Path(opts.ckpt)
-    return f"{cfg_stem}--{ckpt.resolve().parent.name or ckpt.stem}"
-
-
-def output_dir(opts: JobOptions) -> Path:
-    if opts.output_dir:
-        return Path(opts.output_dir)
-    return Path("output") / "coco" / (opts.name or default_run_name(opts))
 
 
 def _resolve_device(pref: str) -> torch.device:
@@ -127,26 +99,29 @@ def periodic_eval_hook(period: int, fn):
     return PeriodicEval()
 
 
-def prepare(opts: JobOptions) -> tuple[Any, Any, Any, Path]:
-    """Steps 1-3 of the module docstring: (cfg, source encoder, data registration, output folder)."""
+def prepare(spec: JobSpec) -> tuple[Any, Any, Any, Path]:
+    """Steps 1-3 of the module docstring: (cfg, source encoder, data registration, output folder).
+
+    ``spec.options``: ``data`` (a folder, ``demo`` or ``None``), ``eval_only``, ``weights``, ``resume``.
+    """
     from maskalign.detection import configs, datasets
     from maskalign.detection._compat import import_detectron2
     from maskalign.transfer.source import load_pretrained
 
-    source = load_pretrained(opts.ckpt)
-    src = datasets.resolve_source(opts.data)
+    source = load_pretrained(spec.ckpt)
+    src = datasets.resolve_source(spec.options.get("data"))
     import_detectron2()
-    cfg = configs.load_config(opts.config_file, opts.overrides)
+    cfg = configs.load_config(spec.config, list(spec.overrides))
     data = datasets.register(src)
-    split = "val" if opts.eval_only or "train" not in data else "train"
-    configs.fit_backbone(cfg, source.arch, source=str(opts.ckpt))
+    split = "val" if spec.options.get("eval_only") or "train" not in data else "train"
+    configs.fit_backbone(cfg, source.arch, source=str(spec.ckpt))
     configs.set_num_classes(cfg, len(datasets.categories(src, split)))
-    out = output_dir(opts)
+    out = spec.folder
     cfg.train.output_dir = str(out)
     return cfg, source, data, out
 
 
-def run_job(opts: JobOptions) -> dict[str, Any]:
+def run_job(spec: JobSpec) -> dict[str, Any]:
     """Train (unless ``eval_only``) and evaluate; returns metrics and paths."""
     from maskalign.detection._compat import import_detectron2
 
@@ -164,7 +139,9 @@ def run_job(opts: JobOptions) -> dict[str, Any]:
     from maskalign.detection.evaluate import evaluate
     from maskalign.transfer.source import TransferRecorder
 
-    cfg, source, data, out = prepare(opts)
+    cfg, source, data, out = prepare(spec)
+    eval_only, weights_opt = bool(spec.options.get("eval_only")), spec.options.get("weights")
+    resume = bool(spec.options.get("resume", True))
     device = _resolve_device(cfg.train.get("device", "auto"))
     info = _setup_distributed(device.type)
     if device.type == "cuda":
@@ -178,8 +155,8 @@ def run_job(opts: JobOptions) -> dict[str, Any]:
     seed_all_rng(int(cfg.train.get("seed", 0) or 0) + rank)
     log.info(
         "COCO job: ckpt %s, config %s, data %s (%s), output %s, device %s x %d",
-        opts.ckpt,
-        opts.config_file or configs.DEFAULT_CONFIG,
+        spec.ckpt,
+        spec.config or configs.DEFAULT_CONFIG,
         data["root"],
         data["kind"],
         out,
@@ -201,7 +178,7 @@ def run_job(opts: JobOptions) -> dict[str, Any]:
     fit = backbone_fit(model, to_detectron2(source.state))
     if fit["unexpected"] or fit["shape"]:
         raise UserError(
-            f"{opts.ckpt}: encoder does not fit the config's ViT (unexpected {fit['unexpected'][:3]}, "
+            f"{spec.ckpt}: encoder does not fit the config's ViT (unexpected {fit['unexpected'][:3]}, "
             f"shape mismatch {fit['shape'][:3]})"
         )
     log.info(
@@ -209,18 +186,18 @@ def run_job(opts: JobOptions) -> dict[str, Any]:
     )
 
     record_cfg = {
-        "config_file": str(configs.resolve_config_file(opts.config_file)),
-        "overrides": list(opts.overrides),
+        "config_file": str(configs.resolve_config_file(spec.config)),
+        "overrides": list(spec.overrides),
         "data": data["root"],
         "data_kind": data["kind"],
-        "eval_only": opts.eval_only,
+        "eval_only": eval_only,
         **configs.summary(cfg),
     }
-    recorder = TransferRecorder("coco", out.name, source, record_cfg)
+    recorder = TransferRecorder(spec.task, spec.run, source, record_cfg)
 
-    if opts.eval_only:
+    if eval_only:
         checkpointer = DetectionCheckpointer(model, str(out))
-        weights = opts.weights or (
+        weights = weights_opt or (
             checkpointer.get_checkpoint_file() if checkpointer.has_checkpoint() else None
         )
         if not weights:
@@ -257,8 +234,8 @@ def run_job(opts: JobOptions) -> dict[str, Any]:
                 else None,
             ]
         )
-        resumed = opts.resume and checkpointer.has_checkpoint()
-        checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=opts.resume)
+        resumed = resume and checkpointer.has_checkpoint()
+        checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=resume)
         start_iter = trainer.iter + 1 if resumed else 0
         if resumed:
             log.info(
@@ -278,8 +255,8 @@ def run_job(opts: JobOptions) -> dict[str, Any]:
         result["record"] = str(recorder.write(out, metrics, checkpoint=final if final.is_file() else None))
         log.info(
             "box AP %.2f, mask AP %.2f; record %s",
-            metrics.get("ap_box", float("nan")),
-            metrics.get("ap_mask", float("nan")),
+            metrics.get(Metric.AP_BOX, float("nan")),
+            metrics.get(Metric.AP_MASK, float("nan")),
             result["record"],
         )
     comm.synchronize()

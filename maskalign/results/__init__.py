@@ -1,13 +1,13 @@
 """From job records to the paper's tables and figures.
 
-``reference`` loads the paper's numbers (``results/paper_reference/``), ``collect`` turns the
+``reference`` loads the paper's numbers (``maskalign/results/paper_reference/``, package data), ``collect`` turns the
 ``record.json`` files under an output root into a pandas frame, ``tables`` shapes Tables 1-7 plus
 robustness and segmentation with the paper's numbers beside ours, ``render`` writes CSV, Markdown
 and LaTeX, ``figures`` draws the mask-ratio curve and ``attention`` the [CLS] attention maps
-(Figure 3). The thin scripts are ``results/make_tables.py`` and ``results/attention_maps.py``.
+(Figure 3). ``render_all`` runs them all. The thin scripts are ``results/make_tables.py`` and ``results/attention_maps.py``.
 """
 
 from pathlib import Path
 
-#: Where the typed-in paper numbers live in a source checkout (the package is installed editable).
-DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parents[2] / "results" / "paper_reference"
+#: The typed-in paper numbers, shipped with the package.
+DEFAULT_REFERENCE_DIR = Path(__file__).resolve().parent / "paper_reference"

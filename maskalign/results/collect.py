@@ -45,7 +45,7 @@ def _source_id(source: object) -> str:
     return ""
 
 
-def collect(root: str | os.PathLike) -> Collected:
+def collect_records(root: str | os.PathLike) -> Collected:
     """Read all records under ``root``; unreadable ones go to ``errors`` (one line each)."""
     rows, errors = [], []
     if Path(root).is_dir():

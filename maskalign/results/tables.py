@@ -1,6 +1,8 @@
 """Shape the collected records into the paper's tables, with the paper's numbers beside ours.
 
-Each table is described by a :class:`Spec`. Records reach a table's rows ("slots") through their
+Each table is described by a :class:`Spec`; the paper's are :data:`SPECS`, and a registered task adds its
+own through ``Task.tables()``. (Over 400 lines: the table builders share the slot rules below and are
+read together.) Records reach a table's rows ("slots") through their
 ``paper_ref`` (see ``results/SCHEMA.md``):
 
 * ablation tables (3-6) take ``finetune`` records tagged for that table, or for a row that the
@@ -21,21 +23,26 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
+from maskalign.metric_names import IN_C_CE_PREFIX, Metric
 from maskalign.results import fmt
 from maskalign.results.fmt import MISSING, NOT_APPLICABLE
 from maskalign.results.reference import Reference
 
 FINETUNE_ABLATIONS = ("3", "4", "5", "6")
+IN_C_SPEC_NAME = "robustness_in_c"
 
 
 @dataclass(frozen=True)
 class Col:
-    """A value column: ``column`` header, its format ``kind``, and whether the paper has it."""
+    """A value column: ``column`` header, the record ``metric`` behind it (``None``: computed by
+    the table), its format ``kind``, and whether the paper has it."""
 
     column: str
+    metric: str | None = None
     kind: str = "acc"
     paper: bool = True
     delta: bool = True
@@ -43,6 +50,8 @@ class Col:
 
 @dataclass(frozen=True)
 class Spec:
+    """One table. A task adds its own by returning specs from ``Task.tables()`` (no edit here)."""
+
     name: str  # output file stem
     title: str
     task: str  # the record task that makes the rows
@@ -76,7 +85,7 @@ class TableResult:
         )
 
 
-_OURS_ONLY = {"paper": False, "delta": False}
+_OURS_ONLY: dict[str, Any] = {"paper": False, "delta": False}
 _COMPARISON = {"settings_from": "record", "paper_rows": True}
 _ABLATION = {"settings_from": "reference", "paper_rows": False, "membership": "tagged"}
 _TRANSFER = {"settings_from": "record", "paper_rows": False, "membership": "by_key"}
@@ -84,45 +93,46 @@ _TRANSFER = {"settings_from": "record", "paper_rows": False, "membership": "by_k
 SPECS: dict[str, Spec] = {s.name: s for s in [
     Spec("table1", "Table 1. Image classification: fine-tuning on ImageNet-1K", "finetune", "1",
           ("Method", "Backbone", "Supervision", "Forward Ratio", "Reconstruct Ratio", "Epochs"),
-          (Col("FT Acc."), Col("LP Acc.", **_OURS_ONLY)), **_COMPARISON, membership="tagged"),
+          (Col("FT Acc.", Metric.TOP1), Col("LP Acc.", **_OURS_ONLY)), **_COMPARISON, membership="tagged"),
     Spec("table2", "Table 2. COCO detection and instance segmentation (Mask R-CNN, ViTDet)", "coco", "2",
-          ("Method", "Supervision", "PT Epochs"), (Col("AP box"), Col("AP mask")),
+          ("Method", "Supervision", "PT Epochs"), (Col("AP box", Metric.AP_BOX), Col("AP mask", Metric.AP_MASK)),
           **_COMPARISON, membership="by_key"),
     Spec("table3", "Table 3. Alignment strategy", "finetune", "3",
-          ("Model", "Align Type", "Top K"), (Col("FT Acc."),), **_ABLATION),
+          ("Model", "Align Type", "Top K"), (Col("FT Acc.", Metric.TOP1),), **_ABLATION),
     Spec("table4", "Table 4. Mask ratio and strategy", "finetune", "4",
-          ("Mask Type", "Mask Ratio"), (Col("FT Acc."),), **_ABLATION),
+          ("Mask Type", "Mask Ratio"), (Col("FT Acc.", Metric.TOP1),), **_ABLATION),
     Spec("table5", "Table 5. Teacher models", "finetune", "5",
-          ("Model", "Teacher Model"), (Col("S-FT Acc."),), **_ABLATION),
+          ("Model", "Teacher Model"), (Col("S-FT Acc.", Metric.TOP1),), **_ABLATION),
     Spec("table6", "Table 6. Adaptor, normalisation and [CLS]", "finetune", "6",
-          ("Model", "Adaptor", "Norm", "[CLS]"), (Col("FT Acc."),), **_ABLATION),
+          ("Model", "Adaptor", "Norm", "[CLS]"), (Col("FT Acc.", Metric.TOP1),), **_ABLATION),
     Spec("table7", "Table 7. Pre-training time (normalised to MaskAlign)", "speed", "7",
           ("Model", "Epochs"),
-          (Col("Time", "times", delta=False), Col("FT Acc."), Col("Sec/Iter", "sec", **_OURS_ONLY)),
+          (Col("Time", kind="times", delta=False), Col("FT Acc."), Col("Sec/Iter", kind="sec", **_OURS_ONLY)),
           **_COMPARISON, membership="by_key"),
     Spec("robustness", "Robustness: ImageNet variants (top-1, %) and ImageNet-C mCE (%, lower is better)",
           "robustness", "1", ("Method", "Backbone", "Supervision", "Epochs"),
-          tuple(Col(c, **_OURS_ONLY) for c in ("IN-1K", "IN-A", "IN-R", "IN-Sketch", "IN-V2", "IN-C mCE")),
+          tuple(Col(c, m, **_OURS_ONLY) for c, m in (
+              ("IN-1K", Metric.IN1K_TOP1), ("IN-A", Metric.IN_A_TOP1), ("IN-R", Metric.IN_R_TOP1),
+              ("IN-Sketch", Metric.IN_SKETCH_TOP1), ("IN-V2", Metric.IN_V2_TOP1), ("IN-C mCE", Metric.IN_C_MCE))),
           **_TRANSFER),
     Spec("segmentation", "Semantic segmentation: ADE20K (UperNet, single-scale)", "ade20k", "1",
           ("Method", "Backbone", "Supervision", "Epochs"),
-          (Col("mIoU", **_OURS_ONLY), Col("aAcc", **_OURS_ONLY)), **_TRANSFER),
+          (Col("mIoU", Metric.MIOU, **_OURS_ONLY), Col("aAcc", Metric.AACC, **_OURS_ONLY)), **_TRANSFER),
 ]}  # fmt: skip
 
-#: Record metric behind each plain value column, per task.
-METRIC_OF = {
-    "finetune": {"FT Acc.": "top1", "S-FT Acc.": "top1"},
-    "coco": {"AP box": "ap_box", "AP mask": "ap_mask"},
-    "robustness": {
-        "IN-1K": "in1k_top1",
-        "IN-A": "in_a_top1",
-        "IN-R": "in_r_top1",
-        "IN-Sketch": "in_sketch_top1",
-        "IN-V2": "in_v2_top1",
-        "IN-C mCE": "in_c_mce",
-    },
-    "ade20k": {"mIoU": "miou", "aAcc": "aacc"},
-}
+
+
+def all_specs() -> list[Spec]:
+    """The paper's tables, then those the registered tasks declare (``Task.tables()``)."""
+    from maskalign.tasks import registered_tasks
+
+    specs = dict(SPECS)
+    for task in registered_tasks().values():
+        for spec in task.tables():
+            if spec.name in specs or spec.name == IN_C_SPEC_NAME:
+                raise ValueError(f"task {task.name}: table {spec.name!r} exists already")
+            specs[spec.name] = spec
+    return list(specs.values())
 
 
 # --- which slot a record fills ----------------------------------------------------------------
@@ -211,13 +221,11 @@ Values = Callable[[str, "pd.Series | None"], dict[str, float | None]]
 
 
 def _plain_values(spec: Spec, notes: list[str]) -> Values:
-    names = METRIC_OF.get(spec.task, {})
-
     def values(slot: str, rec: pd.Series | None) -> dict[str, float | None]:
         return {
-            c.column: _metric(rec, names[c.column], spec, slot, notes)
+            c.column: _metric(rec, c.metric, spec, slot, notes)
             for c in spec.values
-            if c.column in names
+            if c.metric is not None
         }
 
     return values
@@ -230,7 +238,7 @@ def _table1_values(spec: Spec, ref: Reference, records: pd.DataFrame, notes: lis
     def values(slot: str, rec: pd.Series | None) -> dict[str, float | None]:
         out = plain(slot, rec)
         lp_rec = lp.get(slot)
-        out["LP Acc."] = _metric(lp_rec, "top1", spec, slot, notes) if lp_rec is not None else None
+        out["LP Acc."] = _metric(lp_rec, Metric.TOP1, spec, slot, notes) if lp_rec is not None else None
         return out
 
     return values
@@ -247,24 +255,24 @@ def _table7_values(
         ep = _epochs(rec)
         m = rec["metrics"]
         if per_iter:
-            spi = m.get("sec_per_iter")
+            spi = m.get(Metric.SEC_PER_ITER)
             return float(spi) * ep if fmt.is_number(spi) and ep is not None else None
-        ips = m.get("images_per_s")
+        ips = m.get(Metric.IMAGES_PER_S)
         return ep / float(ips) if fmt.is_number(ips) and ips > 0 and ep is not None else None
 
     base = chosen.get("maskalign")
     if base is None and chosen:
         notes.append(f"{spec.name}: no speed record for maskalign, the 1.0× reference; Time is missing")
     rows = list(chosen.values()) + [base]
-    per_iter = all(fmt.is_number(r["metrics"].get("sec_per_iter")) for r in rows if r is not None)
+    per_iter = all(fmt.is_number(r["metrics"].get(Metric.SEC_PER_ITER)) for r in rows if r is not None)
 
     def values(slot: str, rec: pd.Series | None) -> dict[str, float | None]:
         c, b = cost(rec, per_iter), cost(base, per_iter)
         ft_rec = ft.get(slot, ft.get(f"1:{slot}"))  # an extra Table-7 row: its Table-1 run, same key
-        spi = rec["metrics"].get("sec_per_iter") if rec is not None else None
+        spi = rec["metrics"].get(Metric.SEC_PER_ITER) if rec is not None else None
         return {
             "Time": c / b if c is not None and b else None,
-            "FT Acc.": _metric(ft_rec, "top1", spec, slot, notes) if ft_rec is not None else None,
+            "FT Acc.": _metric(ft_rec, Metric.TOP1, spec, slot, notes) if ft_rec is not None else None,
             "Sec/Iter": float(spi) if fmt.is_number(spi) else None,
         }
 
@@ -401,7 +409,7 @@ def build_in_c_table(ref: Reference, records: pd.DataFrame) -> TableResult:
     notes: list[str] = []
     chosen = newest_per_slot(records[records["task"] == "robustness"], spec, ref, "robustness", [])
     names = sorted(
-        {k.split("/", 1)[1] for rec in chosen.values() for k in rec["metrics"] if k.startswith("in_c_ce/")}
+        {k[len(IN_C_CE_PREFIX):] for rec in chosen.values() for k in rec["metrics"] if k.startswith(IN_C_CE_PREFIX)}
     )
     known = ref.keys(spec.ref)
     order = [k for k in known if k in chosen] + sorted(k for k in chosen if k not in known)
@@ -409,17 +417,20 @@ def build_in_c_table(ref: Reference, records: pd.DataFrame) -> TableResult:
     for slot in order:
         rec = chosen[slot]
         row = {"Method": _record_settings(spec, ref, slot, rec)["Method"]}
-        row.update({n: fmt.one_decimal(rec["metrics"].get(f"in_c_ce/{n}")) for n in names})
-        row["IN-C mCE"] = fmt.one_decimal(rec["metrics"].get("in_c_mce"))
+        row.update({n: fmt.one_decimal(rec["metrics"].get(f"{IN_C_CE_PREFIX}{n}")) for n in names})
+        row["IN-C mCE"] = fmt.one_decimal(rec["metrics"].get(Metric.IN_C_MCE))
         row["Run"] = str(rec["run_id"])
         rows.append(row)
-    in_c_spec = Spec("robustness_in_c", "ImageNet-C corruption error per corruption (%, lower is better)",
+    in_c_spec = Spec(IN_C_SPEC_NAME, "ImageNet-C corruption error per corruption (%, lower is better)",
                      "robustness", "1", ("Method",), (), **_TRANSFER)  # fmt: skip
     frame = pd.DataFrame(rows, columns=["Method", *names, "IN-C mCE", "Run"])
     return TableResult(in_c_spec, frame, pd.DataFrame(rows), [], notes)
 
 
 def build_all(ref: Reference, records: pd.DataFrame) -> list[TableResult]:
-    out = [build_table(spec, ref, records) for spec in SPECS.values()]
+    """Every table: the paper's, the per-corruption one, then the registered tasks' own."""
+    specs = all_specs()
+    out = [build_table(spec, ref, records) for spec in specs if spec.name in SPECS]
     out.append(build_in_c_table(ref, records))
+    out += [build_table(spec, ref, records) for spec in specs if spec.name not in SPECS]
     return out

@@ -1,6 +1,7 @@
 """The ADE20K job: an mmengine Runner over an mmseg config, from a pre-trained encoder to a record.
 
-One job = one output folder ``<output_dir>/ade20k/<name>/`` (mmengine's ``work_dir``) holding the
+One job (a :class:`~maskalign.tasks.spec.JobSpec`; ``options``: ``data_root``, ``eval_only``,
+``weights``) = one output folder ``<output_root>/ade20k/<run>/`` (mmengine's ``work_dir``) holding the
 converted backbone weights, mmengine's checkpoints and logs, the resolved config and, at the end,
 ``record.json`` with ``miou``/``aacc``/``macc`` (percent, as mmseg's ``IoUMetric`` reports them).
 ``--eval-only`` on the same folder re-evaluates the newest model and rewrites that record (same
@@ -23,60 +24,35 @@ from __future__ import annotations
 
 import ast
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from maskalign.config import config_dir, find_config_file
 from maskalign.errors import UserError
+from maskalign.metric_names import Metric
+from maskalign.tasks.spec import JobSpec
 
-SEG_CONFIG_DIR = Path(__file__).resolve().parents[2] / "transfer" / "seg_configs"
+SEG_CONFIG_DIR = config_dir("ade20k")
 DEFAULT_CONFIG = "upernet_vit_tiny_demo_128"
 BACKBONE_INIT = "backbone_init.pth"
-TASK = "ade20k"
 
 
 class SegConfigError(UserError):
     """A segmentation config, override or config/checkpoint combination that cannot run."""
 
 
-@dataclass
-class SegJobSpec:
-    """Everything a job needs, picklable (plain values only) for the launcher.
-
-    Args:
-        ckpt: the pre-trained encoder (any file ``maskalign.checkpoint.load_encoder_state`` reads).
-        config: an mmengine config file, by path or by name in ``transfer/seg_configs``.
-        data_root: the ``ADEChallengeData2016`` folder (already resolved and checked).
-        output_dir: jobs write ``<output_dir>/ade20k/<name>/``.
-        name: the run's name.
-        overrides: ``key=value`` strings applied to the config (values parsed as Python literals).
-        eval_only: evaluate a finished model instead of training.
-        weights: for ``eval_only``: the model checkpoint (default: the newest in the run folder).
-    """
-
-    ckpt: str
-    config: str
-    data_root: str
-    output_dir: str
-    name: str
-    overrides: list[str] = field(default_factory=list)
-    eval_only: bool = False
-    weights: str | None = None
-
-    @property
-    def work_dir(self) -> Path:
-        return Path(self.output_dir) / TASK / self.name
-
-
 def resolve_config(name: str | os.PathLike) -> Path:
-    p = Path(name)
-    if p.is_file():
-        return p.resolve()
-    for cand in (SEG_CONFIG_DIR / p, SEG_CONFIG_DIR / f"{p}.py"):
-        if cand.is_file():
-            return cand.resolve()
+    """An mmengine config by path, or by name (with or without ``.py``) in ``maskalign/configs/ade20k/``."""
+    found = find_config_file(name, SEG_CONFIG_DIR, ".py")
+    if found is not None:
+        return found.resolve()
     known = ", ".join(sorted(c.stem for c in SEG_CONFIG_DIR.glob("*.py")))
     raise SegConfigError(f"segmentation config {str(name)!r} not found (looked in {SEG_CONFIG_DIR}; known: {known})")
+
+
+def config_of(spec: JobSpec) -> Path:
+    """The config file of a job: the one found before launch, else ``spec.config`` or the default, found now."""
+    return Path(spec.config_path) if spec.config_path else resolve_config(spec.config or DEFAULT_CONFIG)
 
 
 def _parse_value(text: str) -> Any:
@@ -163,13 +139,13 @@ def check_arch(backbone_cfg: Any, arch: dict[str, Any], config_name: str) -> Non
                              "(pick the config made for this arch)")
 
 
-def prepare_config(cfg: Any, spec: SegJobSpec, arch: dict[str, Any], num_classes: int, world_size: int,
+def prepare_config(cfg: Any, spec: JobSpec, arch: dict[str, Any], num_classes: int, world_size: int,
                    on_gpu: bool, init_checkpoint: Path | None) -> Any:
     """Apply the job's settings to ``cfg`` in place (module docstring) and return it."""
     bb = cfg.model.backbone
-    check_arch(bb, arch, Path(spec.config).name)
+    check_arch(bb, arch, config_of(spec).name)
     if bb.get("type") != "MAE":
-        raise SegConfigError(f"{spec.config}: backbone type {bb.get('type')!r} is not mmseg's MAE ViT "
+        raise SegConfigError(f"{config_of(spec)}: backbone type {bb.get('type')!r} is not mmseg's MAE ViT "
                              "(the only backbone the converted encoder loads into exactly)")
     bb["mlp_ratio"] = int(bb["mlp_ratio"]) if float(bb["mlp_ratio"]).is_integer() else bb["mlp_ratio"]
     cfg.model.pretrained = None
@@ -180,7 +156,7 @@ def prepare_config(cfg: Any, spec: SegJobSpec, arch: dict[str, Any], num_classes
             cfg.model[head]["num_classes"] = num_classes
     for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
         if cfg.get(loader) is not None:
-            cfg[loader]["dataset"]["data_root"] = spec.data_root
+            cfg[loader]["dataset"]["data_root"] = spec.options["data_root"]
             if cfg[loader].get("num_workers", 0) == 0:
                 cfg[loader]["persistent_workers"] = False
     if world_size == 1:
@@ -192,11 +168,11 @@ def prepare_config(cfg: Any, spec: SegJobSpec, arch: dict[str, Any], num_classes
             ow.pop(key, None)
     pw = ow.get("paramwise_cfg")
     if pw is not None and "num_layers" in pw and int(pw["num_layers"]) != int(arch["depth"]):
-        raise SegConfigError(f"{spec.config}: optim_wrapper.paramwise_cfg.num_layers is {pw['num_layers']} "
+        raise SegConfigError(f"{config_of(spec)}: optim_wrapper.paramwise_cfg.num_layers is {pw['num_layers']} "
                              f"but the backbone has {arch['depth']} blocks")
-    cfg.work_dir = str(spec.work_dir)
+    cfg.work_dir = str(spec.folder)
     cfg.launcher = "pytorch" if world_size > 1 else "none"
-    cfg.resume = not spec.eval_only
+    cfg.resume = not bool(spec.options.get("eval_only"))
     cfg.load_from = None
     if world_size > 1 and on_gpu:
         cfg.setdefault("env_cfg", {}).setdefault("dist_cfg", {})["backend"] = "nccl"
@@ -235,7 +211,7 @@ def _final_val_metrics(runner: Any, tap: Any) -> dict[str, float] | None:
 
 
 def to_record_metrics(metrics: dict[str, Any]) -> dict[str, float]:
-    names = {"mIoU": "miou", "aAcc": "aacc", "mAcc": "macc"}
+    names = {"mIoU": Metric.MIOU, "aAcc": Metric.AACC, "mAcc": Metric.MACC}
     missing = [k for k in names if k not in metrics]
     if missing:
         raise RuntimeError(f"evaluation returned no {missing} (got {sorted(metrics)})")
@@ -252,7 +228,7 @@ def newest_model_checkpoint(work_dir: Path) -> Path | None:
     return iters[-1] if iters else None
 
 
-def run(spec: SegJobSpec) -> dict[str, Any]:
+def run_job(spec: JobSpec) -> dict[str, Any]:
     """Train (or, with ``eval_only``, evaluate) and write the record; returns a summary dict."""
     import torch
 
@@ -274,20 +250,20 @@ def run(spec: SegJobSpec) -> dict[str, Any]:
         os.environ.setdefault("RANK", str(info.rank))
         os.environ.setdefault("WORLD_SIZE", str(info.world_size))
     source = load_pretrained(spec.ckpt)
-    recorder = TransferRecorder(TASK, spec.name, source, {})
-    work = spec.work_dir
+    recorder = TransferRecorder(spec.task, spec.run, source, {})
+    work = spec.folder
     work.mkdir(parents=True, exist_ok=True)
-    cfg = load_seg_config(spec.config, spec.overrides)
+    cfg = load_seg_config(config_of(spec), spec.overrides)
     on_gpu = info.device.type == "cuda"
-    init_path = None if spec.eval_only else work / BACKBONE_INIT
-    k = num_classes(spec.data_root)
+    init_path = None if bool(spec.options.get("eval_only")) else work / BACKBONE_INIT
+    k = num_classes(spec.options["data_root"])
     prepare_config(cfg, spec, source.arch, k, info.world_size, on_gpu, init_path)
 
     weights = None
-    if spec.eval_only:
-        weights = Path(spec.weights) if spec.weights else newest_model_checkpoint(work)
+    if bool(spec.options.get("eval_only")):
+        weights = Path(spec.options.get("weights")) if spec.options.get("weights") else newest_model_checkpoint(work)
         if weights is None or not weights.is_file():
-            raise UserError(f"{spec.weights or work}: no finished model to evaluate "
+            raise UserError(f"{spec.options.get('weights') or work}: no finished model to evaluate "
                             "(train first, or pass --weights FILE)")
         cfg.load_from = str(weights)
         converted = None
@@ -306,7 +282,7 @@ def run(spec: SegJobSpec) -> dict[str, Any]:
     if converted is not None:
         check_fits(_unwrap(runner.model).backbone, converted, source=str(spec.ckpt))
 
-    if spec.eval_only:
+    if bool(spec.options.get("eval_only")):
         metrics = runner.test()
     else:
         runner.train()
@@ -317,7 +293,7 @@ def run(spec: SegJobSpec) -> dict[str, Any]:
               "weights": str(weights) if weights else None}
     if info.is_main:
         recorder.config = _record_config(cfg, spec, info.world_size, k)
-        if spec.eval_only:
+        if bool(spec.options.get("eval_only")):
             # Re-evaluating this run's own model: keep the record's description of how it was trained.
             previous = _previous_record_config(work)
             if previous is not None:
@@ -338,13 +314,13 @@ def _previous_record_config(work: Path) -> dict[str, Any] | None:
         return None
 
 
-def _record_config(cfg: Any, spec: SegJobSpec, world_size: int, k: int) -> dict[str, Any]:
+def _record_config(cfg: Any, spec: JobSpec, world_size: int, k: int) -> dict[str, Any]:
     bb = cfg.model.backbone
     tl = cfg.train_dataloader
     opt = cfg.optim_wrapper
     return {
-        "config": str(resolve_config(spec.config)), "overrides": list(spec.overrides),
-        "data_root": spec.data_root, "num_classes": k, "eval_only": spec.eval_only,
+        "config": str(config_of(spec)), "overrides": list(spec.overrides),
+        "data_root": spec.options["data_root"], "num_classes": k, "eval_only": bool(spec.options.get("eval_only")),
         "crop_size": list(cfg.model.data_preprocessor.get("size") or []),
         "backbone": {key: bb.get(key) for key in ("type", "img_size", "patch_size", "embed_dims", "num_layers",
                                                    "num_heads", "out_indices", "drop_path_rate", "init_values")},
@@ -353,6 +329,6 @@ def _record_config(cfg: Any, spec: SegJobSpec, world_size: int, k: int) -> dict[
         "optimizer": dict(opt.get("optimizer", {})), "optim_wrapper": opt.get("type"),
         "paramwise_cfg": dict(opt.get("paramwise_cfg") or {}),
         "test_cfg": dict(cfg.model.get("test_cfg") or {}),
-        "resolved_config": str(spec.work_dir / Path(resolve_config(spec.config)).name),
+        "resolved_config": str(spec.folder / config_of(spec).name),
     }
 

@@ -1,77 +1,104 @@
-"""The command line shared by ``transfer/finetune.py``, ``linprobe.py`` and ``robustness.py``.
+"""The one command line of every transfer task: ``transfer/<script>.py`` is ``cli.main(TASK)``.
 
-``--ckpt CKPT [--config NAME] [key=value ...] [launcher flags]``: the config is
-``transfer/configs/<task>/default.yaml`` <- ``NAME`` <- overrides. The checkpoint is read before
-anything is launched, so a wrong file fails here, in one line, not in a queued job. Errors meant
-for the user (``UserError``) are printed as one line on stderr with exit status 2.
+``--ckpt CKPT [--config NAME|FILE] [--output-dir ROOT] [--name RUN] [task flags] [key=value ...]
+[launcher flags]``, flags and overrides in any order. The run writes ``ROOT/<task>/RUN/``
+(``ROOT``: ``--output-dir``, else ``$MASKALIGN_OUTPUT``, else ``output``; ``RUN``: ``--name``,
+else ``<source run>-<config>``). ``output_dir=`` and ``name=`` overrides are accepted as the
+same two settings. The checkpoint, the config and the data are checked before anything is
+launched, so a wrong input fails here, in one line, not in a queued job. Errors meant for the
+user (``UserError``) are printed as one line on stderr with exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from maskalign.config import REPO_ROOT, load_config, to_plain
+from maskalign.config import default_output_root
 from maskalign.errors import UserError
-from maskalign.launcher import get_args_parser as launcher_parser
-from maskalign.launcher import launch
+from maskalign.launch import get_args_parser as launcher_parser
+from maskalign.launch import launch
+from maskalign.tasks import JobSpec, Task, TaskJob, default_run_name, get_task
 
-CONFIG_ROOT = REPO_ROOT / "transfer" / "configs"
+
+def add_task_args(p: argparse.ArgumentParser, task: Task, ckpt_required: bool = True) -> None:
+    """The arguments every task takes, then the task's own flags, then the overrides."""
+    g = p.add_argument_group(f"{task.name} job")
+    if ckpt_required:
+        g.add_argument("--ckpt", required=True, help=task.ckpt_help)
+    where = f"a name in {task.config_dir}" if task.config_dir else "a name"
+    g.add_argument("--config", "--config-file", dest="config", default=None,
+                   help=f"recipe: a path or {where} (default: {task.default_config})")
+    g.add_argument("--output-dir", dest="output_dir", default=None,
+                   help=f"output root: the run writes <output-dir>/{task.name}/<name>/ "
+                        "(default: $MASKALIGN_OUTPUT, else output)")
+    g.add_argument("--name", default=None, help="run name (default: <source run>-<config>)")
+    task.add_arguments(p)
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. optim.epochs=5")
 
 
 def get_args_parser(task: str, description: str | None = None,
-                    parents: list[argparse.ArgumentParser] | None = None, add_help: bool = True) -> argparse.ArgumentParser:
-    p = launcher_parser(description, parents=parents, add_help=add_help)
-    what = "a fine-tuned classifier (transfer/finetune.py's checkpoint.pth or checkpoint-best.pth)" \
-        if task == "robustness" else "a pre-training checkpoint (encoder.pth, checkpoint.pth, MAE-style .pth)"
-    p.add_argument("--ckpt", required=True, help=what)
-    p.add_argument("--config", default=None,
-                   help=f"recipe: a path or a name in {CONFIG_ROOT / task} (default: the demo-world default)")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. optim.epochs=5 data.root=/data/imagenet")
+                    parents: list[argparse.ArgumentParser] | None = None,
+                    add_help: bool = True) -> argparse.ArgumentParser:
+    """The parser of ``transfer/<script>.py`` for ``task``: launcher flags, the common ones, the task's own."""
+    t = get_task(task)
+    p = launcher_parser(description or t.description, parents=parents, add_help=add_help)
+    add_task_args(p, t)
     return p
 
 
-def _explicit_name(overrides: list[str]) -> str | None:
+def parse_args(task: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Flags and overrides in any order (``parse_intermixed_args``)."""
+    return get_args_parser(task).parse_intermixed_args(argv)
+
+
+def _pull(overrides: list[str], key: str) -> tuple[str | None, list[str]]:
+    """The value of ``key=...`` among the overrides (the last one), and the other overrides."""
+    value, rest = None, []
     for o in overrides:
-        if o.startswith("name="):
-            return o.split("=", 1)[1] or None
-    return None
+        if o.startswith(f"{key}="):
+            value = o.split("=", 1)[1] or None
+        else:
+            rest.append(o)
+    return value, rest
 
 
-def _source_identity(task: str, ckpt: str) -> tuple[dict[str, Any], str]:
-    """Validate the checkpoint now; return its metadata and the run it came from."""
-    if task == "robustness":
-        from maskalign.transfer.classifier import load_classifier
+def build_spec(task: Task, args: argparse.Namespace, ckpt: str | None, *, source_run: str | None = None,
+               run: str | None = None, output_root: str | None = None) -> JobSpec:
+    """The checked job spec of ``args``: ``run``/``output_root`` win (the pipeline's), then the flags,
+    then ``name=``/``output_dir=`` overrides, then the defaults."""
+    bad = [o for o in args.overrides if "=" not in o]
+    if bad:
+        raise UserError(f"command line: unexpected argument {bad[0]!r} (overrides are key=value)")
+    root_alias, overrides = _pull(list(args.overrides), "output_dir")
+    name_alias, overrides = _pull(overrides, "name")
+    root = output_root or args.output_dir or root_alias or default_output_root()
+    name = run or args.name or name_alias
+    if name is None:
+        name = default_run_name(source_run or "run", args.config, task.default_config)
+    spec = JobSpec(task=task.name, ckpt=ckpt, output_root=str(Path(root).resolve()), run=name,
+                   config=args.config, overrides=tuple(overrides), options=task.options(args))
+    return task.prepare(spec)
 
-        _, info = load_classifier(ckpt)
-        return info.get("meta") or {}, str(info.get("run") or Path(ckpt).resolve().parent.name)
-    from maskalign.transfer.source import load_pretrained
 
-    src = load_pretrained(ckpt)
-    return src.meta, str(src.meta.get("run") or Path(ckpt).resolve().parent.name)
-
-
-def main(task: str, args: argparse.Namespace) -> int:
-    from maskalign.transfer.tasks import TransferTask
-
-    config_dir = CONFIG_ROOT / task
-    overrides = list(args.overrides)
+def main(task_name: str, args: argparse.Namespace) -> int:
+    """Check, then launch (SLURM, here, or a dry run) one job of ``task_name``."""
     try:
-        cfg = load_config(args.config, overrides, config_dir)
-        _, source_run = _source_identity(task, args.ckpt)
-        config_name = Path(args.config).stem if args.config else "default"
-        cfg.name = _explicit_name(overrides) or f"{source_run}-{config_name}"
-        out = Path(str(cfg.output_dir)) / task / cfg.name
-        result = launch(TransferTask(task, to_plain(cfg), str(args.ckpt)), args, out, f"{task}:{cfg.name}")
+        task = get_task(task_name)
+        ckpt = str(Path(args.ckpt).resolve())
+        source_run = task.check_source(args.ckpt)
+        spec = build_spec(task, args, ckpt, source_run=source_run)
+        result = launch(TaskJob(spec, task.module), args, spec.folder, f"{task.name}:{spec.run}")
     except (UserError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if isinstance(result, dict) and "metrics" in result:
-        shown = ", ".join(f"{k} {v:.2f}" for k, v in result["metrics"].items()
-                          if isinstance(v, float) and "/" not in k)
-        print(f"\nDone: {shown}\nRecord: {Path(result['out_dir']) / 'record.json'}")
-        if task == "finetune":
-            print(f"Next: python transfer/robustness.py --ckpt {result['checkpoint']}")
+    if result.ran_here and isinstance(result.result, dict):
+        print("\n" + task.summary(result.result))
     return 0
+
+
+def run(task_name: str, argv: Sequence[str] | None = None) -> int:
+    """``python transfer/<script>.py ...`` in one call: parse ``argv`` (flags anywhere) and run ``main``."""
+    return main(task_name, parse_args(task_name, argv))

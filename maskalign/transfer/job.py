@@ -1,6 +1,6 @@
 """What every classification transfer job does around its loop: folders, seeds, source, record.
 
-A job's folder is ``<output_dir>/<task>/<name>/`` holding ``config.yaml`` (resolved), its
+A job's folder is ``<output_dir>/<task>/<name>/`` (:func:`maskalign.tasks.spec.run_folder`) holding ``config.yaml`` (resolved), its
 checkpoints, ``log.jsonl`` and, when it has finished, ``record.json``. The record inherits the
 pre-training metadata of the source checkpoint (method, backbone, ratios, epochs), except for a
 run from random initialisation, which is recorded as method ``scratch``.
@@ -15,17 +15,14 @@ from typing import Any
 from maskalign.config import save_config, to_plain
 from maskalign.distributed import DistInfo, init_distributed
 from maskalign.engine.rng import seed_everything
+from maskalign.metric_names import Metric
+from maskalign.tasks.spec import run_folder
 from maskalign.transfer.source import PretrainedEncoder, TransferRecorder, load_pretrained
 
 
 def run_dir(cfg: Any, task: str) -> Path:
-    return Path(str(cfg.output_dir)) / task / str(cfg.name)
-
-
-def default_run_name(source_path: str | Path, meta: dict[str, Any], config_name: str) -> str:
-    """``<source run>-<config>``: the pre-training run (or fine-tuning run) and the recipe applied to it."""
-    run = meta.get("run") or Path(source_path).resolve().parent.name or "run"
-    return f"{run}-{config_name}"
+    """The job's folder, by the one rule of every task: ``<output_dir>/<task>/<name>/``."""
+    return run_folder(str(cfg.output_dir), task, str(cfg.name))
 
 
 @dataclass
@@ -41,9 +38,9 @@ class Job:
         """Record a classifier loop's result (last and best val top-1/top-5) and return it with them."""
         if self.info.is_main:
             last, best = result["last"], result["best"]
-            metrics = {"top1": last["top1"], "top5": last["top5"], "best_top1": best["top1"],
-                       "best_epoch": best.get("epoch", 0)}
-            self.recorder.write(self.out, metrics, checkpoint=result["checkpoint"])
+            metrics = {Metric.TOP1: last["top1"], Metric.TOP5: last["top5"], Metric.BEST_TOP1: best["top1"],
+                       Metric.BEST_EPOCH: best.get("epoch", 0)}
+            result["record"] = str(self.recorder.write(self.out, metrics, checkpoint=result["checkpoint"]))
             result["metrics"] = metrics
         result["out_dir"] = str(self.out)
         return result

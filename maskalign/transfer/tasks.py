@@ -1,38 +1,83 @@
-"""Transfer jobs as launcher tasks: picklable, light, and requeued on preemption.
+"""The classification transfer tasks: fine-tuning, linear probing, robustness of the fine-tuned model.
 
-A task holds the resolved config as a plain dict and the checkpoint path, and imports its engine
-only when called, so submitit pickles a few kilobytes. On preemption or time-out submitit calls
-``checkpoint()``, which resubmits the same task; the engine then resumes from the newest
-``checkpoint.pth`` in the run folder.
+Each is a registered :class:`~maskalign.tasks.registry.Task`: its recipe is
+``maskalign/configs/<task>/default.yaml`` <- ``--config NAME`` <- ``key=value`` overrides,
+resolved (and checked key by key) before anything is launched; the job runs
+``maskalign.transfer.<task>.run(cfg, ckpt)`` on the resolved config. ``robustness`` consumes the
+fine-tuned classifier that ``finetune``'s record names.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, ClassVar
 
-ENGINES = {
-    "finetune": "maskalign.transfer.finetune",
-    "linprobe": "maskalign.transfer.linprobe",
-    "robustness": "maskalign.transfer.robustness",
-}
+from maskalign.config import config_dir, load_config, resolve_config_path, to_plain
+from maskalign.metric_names import Metric
+from maskalign.tasks.registry import Task, register_task
+from maskalign.tasks.spec import JobSpec, source_run_of
+
+CLASSIFIER_METRICS = (Metric.TOP1, Metric.TOP5, Metric.BEST_TOP1, Metric.BEST_EPOCH)
 
 
-class TransferTask:
-    """``TransferTask("finetune", cfg, ckpt)()`` runs ``maskalign.transfer.finetune.run(cfg, ckpt)``."""
+class ClassificationTask(Task):
+    """A task whose recipe is a YAML config resolved before launch and run by ``maskalign.transfer.<name>``."""
 
-    def __init__(self, task: str, cfg: dict[str, Any], ckpt: str) -> None:
-        if task not in ENGINES:
-            raise ValueError(f"unknown transfer task {task!r}; one of {sorted(ENGINES)}")
-        self.task, self.cfg, self.ckpt = task, cfg, ckpt
+    engine: ClassVar[str] = ""
 
-    def __call__(self) -> dict[str, Any]:
+    def prepare(self, spec: JobSpec) -> JobSpec:
+        cfg_dir = self.config_dir
+        path = resolve_config_path(spec.config, cfg_dir) if spec.config else cfg_dir / "default.yaml"
+        cfg = load_config(spec.config, [*spec.overrides, f"name={spec.run}", f"output_dir={spec.output_root}"],
+                          cfg_dir)
+        return spec.with_(resolved=to_plain(cfg), config_path=str(path))
+
+    def run(self, spec: JobSpec) -> dict[str, Any]:
         from omegaconf import OmegaConf
 
-        engine = importlib.import_module(ENGINES[self.task])
-        return engine.run(OmegaConf.create(self.cfg), self.ckpt)
+        if spec.resolved is None:  # a spec built by hand: resolve it here
+            spec = self.prepare(spec)
+        engine = importlib.import_module(self.engine)
+        return engine.run(OmegaConf.create(spec.resolved), spec.ckpt)
 
-    def checkpoint(self, *args: Any, **kwargs: Any):
-        import submitit
 
-        return submitit.helpers.DelayedSubmission(TransferTask(self.task, self.cfg, self.ckpt))
+@register_task
+class FinetuneTask(ClassificationTask):
+    name = "finetune"
+    description = "Fine-tune a pre-trained ViT on ImageNet-1k (default: the demo world): the MAE/BEiT recipe"
+    config_dir = config_dir("finetune")
+    engine = "maskalign.transfer.finetune"
+    metrics = CLASSIFIER_METRICS
+
+    def summary(self, result: dict[str, Any]) -> str:
+        return super().summary(result) + f"\nNext: python transfer/robustness.py --ckpt {result.get('checkpoint')}"
+
+
+@register_task
+class LinprobeTask(ClassificationTask):
+    name = "linprobe"
+    description = "Linear probing of a frozen pre-trained ViT on ImageNet-1k (BN + linear head, LARS)"
+    config_dir = config_dir("linprobe")
+    engine = "maskalign.transfer.linprobe"
+    metrics = CLASSIFIER_METRICS
+
+
+@register_task
+class RobustnessTask(ClassificationTask):
+    name = "robustness"
+    description = "Evaluate a fine-tuned classifier on ImageNet-A, -R, -Sketch, -V2 and -C"
+    consumes = "finetune"
+    config_dir = config_dir("robustness")
+    engine = "maskalign.transfer.robustness"
+    metrics = (Metric.IN1K_TOP1, Metric.IN_A_TOP1, Metric.IN_R_TOP1, Metric.IN_SKETCH_TOP1, Metric.IN_V2_TOP1,
+               Metric.IN_C_MCE)
+    ckpt_help = "a fine-tuned classifier (transfer/finetune.py's checkpoint.pth or checkpoint-best.pth)"
+
+    def check_source(self, ckpt: str) -> str:
+        from maskalign.transfer.classifier import load_classifier
+
+        _, info = load_classifier(ckpt)
+        return str(info.get("run") or source_run_of(ckpt, {}))
+
+
+__all__ = ["ClassificationTask", "FinetuneTask", "LinprobeTask", "RobustnessTask"]

@@ -9,19 +9,17 @@ ROOT_ENV = "MASKALIGN_DEMO_ROOT"
 
 
 def default_root() -> Path:
-    """``$MASKALIGN_DEMO_ROOT`` if set, else ``<repo>/output/demo_world``.
+    """``$MASKALIGN_DEMO_ROOT`` if set, else ``demo_world/`` in the output root.
 
-    ``<repo>`` is the checkout holding this package. An installed (non-editable) package has no
-    checkout around it, and writing into site-packages would be wrong, so it falls back to
-    ``./output/demo_world`` under the working directory.
+    The output root is ``$MASKALIGN_OUTPUT``, else ``./output`` under the working directory, as for
+    every job's outputs: never the package's folder (site-packages, or the checkout).
     """
+    from maskalign.config import default_output_root
+
     env = os.environ.get(ROOT_ENV)
     if env:
         return Path(env).expanduser()
-    repo = Path(__file__).resolve().parents[3]
-    if (repo / "pyproject.toml").is_file() and (repo / "maskalign").is_dir():
-        return repo / "output" / "demo_world"
-    return Path.cwd() / "output" / "demo_world"
+    return Path(default_output_root()) / "demo_world"
 
 
 def resolve_root(root: str | os.PathLike | None) -> Path:

@@ -6,8 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from maskalign.config import default_output_root
 from maskalign.results import DEFAULT_REFERENCE_DIR
-from maskalign.results.collect import collect
+from maskalign.results.collect import collect_records
 from maskalign.results.reference import load_reference
 from maskalign.results.render import write_table
 from maskalign.results.tables import TableResult, build_all
@@ -24,14 +25,16 @@ class Summary:
 
 
 def make_tables(
-    root: str | os.PathLike = "output",
+    root: str | os.PathLike | None = None,
     out: str | os.PathLike = "results",
     reference_dir: str | os.PathLike = DEFAULT_REFERENCE_DIR,
     latex: bool = False,
     figures: bool = False,
 ) -> Summary:
+    """Read every record under ``root`` (default: the output root), write every table to ``out``."""
+    root = default_output_root() if root is None else root
     ref = load_reference(reference_dir)
-    got = collect(root)
+    got = collect_records(root)
     summary = Summary(errors=list(got.errors), n_records=len(got.frame))
     for result in build_all(ref, got.frame):
         name = result.spec.name

@@ -1,0 +1,66 @@
+"""The one job spec every transfer task takes, and the one rule for where a run writes.
+
+A run of task ``T`` named ``R`` under the output root ``O`` writes ``O/T/R/`` (``record.json``
+when done), whatever the task. Unless named, a run is ``<source run>-<config>``: the run the
+encoder came from (its checkpoint's ``run``, else the checkpoint's folder) and the stem of the
+config applied to it (the task's default config when none is given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+
+def run_folder(output_root: str | Path, task: str, run: str) -> Path:
+    """``<output_root>/<task>/<run>/``: the folder of one run of one task."""
+    return Path(output_root) / task / run
+
+
+def default_run_name(source_run: str, config: str | Path | None, default_config: str) -> str:
+    """``<source run>-<config stem>``, the config being the task's default when none is given."""
+    return f"{source_run}-{Path(str(config or default_config)).stem}"
+
+
+def source_run_of(path: str | Path, meta: dict[str, Any]) -> str:
+    """The run a checkpoint came from: its metadata's ``run``, else the name of its folder."""
+    return str(meta.get("run") or Path(path).resolve().parent.name or Path(path).stem)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything one transfer job needs; plain values, so the task pickles in a few kilobytes.
+
+    Args:
+        task: the registered task's name (``finetune``, ``coco`` ...).
+        ckpt: the encoder it starts from (a checkpoint path); ``None`` in a pipeline until the job
+            starts and finds its upstream's checkpoint.
+        output_root: the output root; the run writes ``<output_root>/<task>/<run>/``.
+        run: the run's name.
+        config: the config as given (a name in the task's config folder, or a path); ``None`` for
+            the task's default.
+        overrides: ``key=value`` strings applied to the config.
+        options: the task's own command-line options (``data``, ``eval_only``, ``weights`` ...).
+        resolved: the resolved config when the task resolves it before launching (what a dry run
+            prints); tasks whose configs need their engine to load fill only ``config_path``.
+        config_path: the config file found for ``config``.
+    """
+
+    task: str
+    ckpt: str | None
+    output_root: str
+    run: str
+    config: str | None = None
+    overrides: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    resolved: dict[str, Any] | None = None
+    config_path: str | None = None
+
+    @property
+    def folder(self) -> Path:
+        return run_folder(self.output_root, self.task, self.run)
+
+    def with_(self, **changes: Any) -> JobSpec:
+        """A copy with ``changes`` (a frozen spec is never edited in place)."""
+        return replace(self, **changes)
