@@ -109,15 +109,15 @@ def test_attention_equals_timm_unfused(tmp_path):
 
 
 def test_arch_inferred_without_sidecar(tmp_path, capsys):
-    path = _export(tmp_path / "b.pth", embed=128, depth=3, heads=2, img=48, patch=16, sidecar=False)
+    path = _export(tmp_path / "b.pth", embed=192, depth=3, heads=3, img=48, patch=16, sidecar=False)
     arch = infer_arch(torch.load(path, weights_only=True))
     assert arch == {
         "img_size": 48,
         "patch_size": 16,
         "in_chans": 3,
-        "embed_dim": 128,
+        "embed_dim": 192,
         "depth": 3,
-        "num_heads": 2,
+        "num_heads": 3,
         "qkv_bias": True,
         "mlp_ratio": 4.0,
     }

@@ -3,7 +3,8 @@
 The checkpoints are encoder exports: a dict of tensors in timm ``VisionTransformer`` key names
 (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.N.*``, ``norm.*``), with a sidecar
 ``<stem>.json`` holding ``{"arch": {"img_size", "patch_size", "embed_dim", "depth", "num_heads"}}``.
-Without a sidecar the architecture is read off the tensor shapes (heads = embed_dim // 64).
+Without a sidecar the architecture is read off the tensor shapes, which hold no head count: only
+timm's standard widths are accepted then (``maskalign.checkpoint.STANDARD_HEADS``).
 timm's fused attention does not return its weights, so the last block's attention is recomputed
 from its ``qkv`` projection: the input of ``blocks[-1].attn`` is captured with a forward pre-hook.
 """
@@ -49,8 +50,10 @@ def _state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def infer_arch(state: dict[str, torch.Tensor]) -> dict:
-    """The timm ``VisionTransformer`` arguments implied by an encoder's tensors."""
+def infer_arch(state: dict[str, torch.Tensor], num_heads: int | None = None, source: str = "encoder") -> dict:
+    """The timm ``VisionTransformer`` arguments implied by an encoder's tensors (and ``num_heads``)."""
+    from maskalign.checkpoint import standard_num_heads
+
     w = state["patch_embed.proj.weight"]
     embed_dim, in_chans, patch = int(w.shape[0]), int(w.shape[1]), int(w.shape[-1])
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
@@ -63,7 +66,7 @@ def infer_arch(state: dict[str, torch.Tensor]) -> dict:
         "in_chans": in_chans,
         "embed_dim": embed_dim,
         "depth": depth,
-        "num_heads": max(1, embed_dim // 64),
+        "num_heads": num_heads or standard_num_heads(embed_dim, source),
         "qkv_bias": "blocks.0.attn.qkv.bias" in state,
     }
     if "blocks.0.mlp.fc1.weight" in state:
@@ -75,11 +78,10 @@ def load_encoder(path: str | Path, label: str | None = None) -> Encoder:
     """Build a timm ViT (``num_classes=0``) from an encoder export and its sidecar JSON."""
     path = Path(path)
     state = _state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
-    arch = infer_arch(state)
     sidecar = path.with_suffix(".json")
-    meta: dict = {}
+    meta: dict = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
+    arch = infer_arch(state, (meta.get("arch") or {}).get("num_heads"), str(path))
     if sidecar.is_file():
-        meta = json.loads(sidecar.read_text())
         arch.update({k: v for k, v in (meta.get("arch") or {}).items() if k in ARCH_KEYS})
     else:
         print(
