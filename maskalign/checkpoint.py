@@ -19,8 +19,6 @@ Everything is written atomically and read with ``torch.load(weights_only=True)``
 
 from __future__ import annotations
 
-from maskalign.errors import UserError
-
 import json
 import re
 from pathlib import Path
@@ -29,6 +27,7 @@ from typing import Any
 import torch
 
 from maskalign.atomic import atomic_torch_save, atomic_write_text
+from maskalign.errors import UserError
 
 CHECKPOINT = "checkpoint.pth"
 ENCODER = "encoder.pth"

@@ -34,7 +34,7 @@ def _perturbed_vit_b(depth: int, seed: int = 0) -> dict[str, torch.Tensor]:
     return {k: v + torch.randn(v.shape, generator=g) * (0.02 if "pos_embed" in k else 0.05) for k, v in state.items()}
 
 
-def _ln(x, s, p, eps=1e-6):
+def _ln(x: torch.Tensor, s: dict, p: str, eps: float = 1e-6) -> torch.Tensor:
     return F.layer_norm(x, x.shape[-1:], s[f"{p}.weight"], s[f"{p}.bias"], eps)
 
 
@@ -46,7 +46,7 @@ def _attn(x: torch.Tensor, s: dict, p: str, heads: int) -> torch.Tensor:
     return (w @ v).transpose(1, 2).reshape(b, n, d) @ s[f"{p}.proj.weight"].T + s[f"{p}.proj.bias"]
 
 
-def _mlp(x, s, p):
+def _mlp(x: torch.Tensor, s: dict, p: str) -> torch.Tensor:
     return F.gelu(x @ s[f"{p}.fc1.weight"].T + s[f"{p}.fc1.bias"]) @ s[f"{p}.fc2.weight"].T + s[f"{p}.fc2.bias"]
 
 
@@ -80,7 +80,7 @@ def reference_vitdet(images: torch.Tensor, s: dict, depth: int, heads: int, wind
     return x.permute(0, 3, 1, 2)
 
 
-def test_vitdet_b_at_1024_px_equals_the_reference(tmp_path: Path):
+def test_vitdet_b_at_1024_px_equals_the_reference(tmp_path: Path) -> None:
     from coco_helpers import require_detectron2
 
     require_detectron2()
@@ -123,7 +123,7 @@ def test_vitdet_b_at_1024_px_equals_the_reference(tmp_path: Path):
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
 
 
-def test_mmseg_backbone_through_the_job_init_path_at_512_px(tmp_path: Path):
+def test_mmseg_backbone_through_the_job_init_path_at_512_px(tmp_path: Path) -> None:
     from ade20k_helpers import require_mmseg
 
     require_mmseg()

@@ -58,7 +58,7 @@ def _lin(x: torch.Tensor, s: dict, prefix: str) -> torch.Tensor:
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     b, nq, d = q.shape
-    split = lambda t: t.reshape(b, t.shape[1], heads, d // heads).transpose(1, 2)  # noqa: E731
+    split = lambda t: t.reshape(b, t.shape[1], heads, d // heads).transpose(1, 2)
     q, k, v = split(q), split(k), split(v)
     w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // heads), dim=-1)
     return (w @ v).transpose(1, 2).reshape(b, nq, d)
@@ -119,7 +119,7 @@ def reference_mae_pred(images: torch.Tensor, s: dict, keep: torch.Tensor, heads:
     return _lin(_ln(x, s, "decoder_norm"), s, "decoder_pred")[:, 1:]
 
 
-def test_mae_decoder_and_loss_equal_the_reference():
+def test_mae_decoder_and_loss_equal_the_reference() -> None:
     torch.manual_seed(3)
     obj = MAE(_encoder(), mask_ratio=0.75, decoder_dim=16, decoder_depth=2, decoder_heads=2)
     _perturb(obj)
@@ -157,7 +157,7 @@ def reference_crossmae_pred(images: torch.Tensor, s: dict, keep: torch.Tensor, p
     return _lin(_ln(x, s, "decoder_norm"), s, "decoder_pred")
 
 
-def test_crossmae_decoder_and_loss_equal_the_reference():
+def test_crossmae_decoder_and_loss_equal_the_reference() -> None:
     torch.manual_seed(4)
     obj = CrossMAE(_encoder(), mask_ratio=0.75, kept_mask_ratio=0.5, decoder_dim=16, decoder_depth=3,
                    decoder_heads=2, use_input=True)
@@ -177,7 +177,7 @@ def test_crossmae_decoder_and_loss_equal_the_reference():
     torch.testing.assert_close(loss, ((want_pred - want_target) ** 2).mean(), rtol=1e-5, atol=1e-6)
 
 
-def test_lut_total_equals_the_reference():
+def test_lut_total_equals_the_reference() -> None:
     """MAE loss on view 1 + 0.25 * mean of the two cross-view 2 - 2 cos terms against the EMA branch
     (whole view, final norm, patch-token mean, projector in eval mode: BN with running statistics)."""
     torch.manual_seed(5)

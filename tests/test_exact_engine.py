@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ def tiny_imagenet(tmp_path_factory: pytest.TempPathFactory, demo_imagenet: Path)
     return root
 
 
-def _cfg(config: str | None, out: Path, root: Path, *extra: str):
+def _cfg(config: str | None, out: Path, root: Path, *extra: str) -> Any:
     return load_config(CONFIGS / config if config else None, [
         f"output_dir={out}", "name=t", "data.dataset=imagenet", f"data.root={root}", "data.num_workers=0",
         f"optim.total_batch_size={BATCH}", "optim.epochs=2", *extra], CONFIGS)
@@ -48,11 +49,11 @@ def _capture(monkeypatch: pytest.MonkeyPatch) -> dict:
     seen: dict = {}
     build_objective, build_adamw = engine.build_objective, engine.build_adamw
 
-    def objective(cfg):
+    def objective(cfg: Any) -> Any:
         seen["objective"] = build_objective(cfg)
         return seen["objective"]
 
-    def adamw(*a, **k):
+    def adamw(*a: Any, **k: Any) -> torch.optim.Optimizer:
         seen["optimizer"] = build_adamw(*a, **k)
         return seen["optimizer"]
 
@@ -95,7 +96,8 @@ CASES = {
 
 
 @pytest.mark.parametrize("method", sorted(CASES))
-def test_optimizer_groups_and_lr_the_engine_builds(method, tmp_path, tiny_imagenet, demo_teacher, monkeypatch):
+def test_optimizer_groups_and_lr_the_engine_builds(method: str, tmp_path: Path, tiny_imagenet: Path,
+                                                   demo_teacher: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from maskalign.engine.pretrain import train
 
     config, extra, no_decay, decay, absent, mult = CASES[method]
@@ -138,7 +140,7 @@ def _record_ema(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     original = LUT.update_ema
 
     def update(self, momentum: float) -> None:
-        snap = lambda m: {k: v.detach().clone() for k, v in m.state_dict().items()}  # noqa: E731
+        snap = lambda m: {k: v.detach().clone() for k, v in m.state_dict().items()}
         rec = {"m": momentum, "ema": snap(self.ema.encoder), "student": snap(self.encoder),
                "ema_proj": snap(self.ema.projector), "proj": snap(self.projector)}
         original(self, momentum)
@@ -153,7 +155,8 @@ LUT_EXTRA = ("student.img_size=32", "optim.warmup_epochs=1", "lut.ema_momentum=0
 
 
 @pytest.mark.parametrize("accum", [1, 2])
-def test_lut_ema_follows_the_official_schedule_per_data_iteration(accum, tmp_path, tiny_imagenet, monkeypatch):
+def test_lut_ema_follows_the_official_schedule_per_data_iteration(accum: int, tmp_path: Path, tiny_imagenet: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     from maskalign.engine.pretrain import train
 
     calls = _record_ema(monkeypatch)
@@ -174,7 +177,8 @@ def test_lut_ema_follows_the_official_schedule_per_data_iteration(accum, tmp_pat
                     assert torch.equal(after[k], student[k]), k
 
 
-def test_lut_ema_is_restored_by_a_real_resume(tmp_path, tiny_imagenet, monkeypatch):
+def test_lut_ema_is_restored_by_a_real_resume(tmp_path: Path, tiny_imagenet: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from maskalign.engine.pretrain import train
 
     calls = _record_ema(monkeypatch)

@@ -15,7 +15,7 @@ from maskalign.alignment import normalize_target
 from maskalign.checkpoint import CheckpointError, export_encoder, infer_arch, load_encoder_state
 
 
-def test_bn_target_is_the_official_formula():
+def test_bn_target_is_the_official_formula() -> None:
     # OpenDriveLab/maskalign get_teacher: (y - y.mean()) / (y.var() + 1e-6) ** .5, where
     # torch's Tensor.var() is the unbiased (n - 1) estimate. Computed here with plain sums.
     g = torch.Generator().manual_seed(0)
@@ -37,14 +37,14 @@ def _tiny_timm_state(dim: int, heads: int, depth: int = 2, img: int = 32, patch:
     return {k: v for k, v in m.state_dict().items() if not k.startswith("head.")}
 
 
-def test_infer_arch_refuses_to_guess_the_demo_width():
+def test_infer_arch_refuses_to_guess_the_demo_width() -> None:
     # The demo ViT is 96 wide with 3 heads (32 channels each): 96 // 64 would say 1 head.
     with pytest.raises(CheckpointError, match="96"):
         infer_arch(_tiny_timm_state(96, 3))
 
 
 @pytest.mark.parametrize("dim,heads", [(192, 3), (384, 6), (768, 12), (1024, 16), (1280, 16)])
-def test_infer_arch_knows_the_standard_widths(dim: int, heads: int):
+def test_infer_arch_knows_the_standard_widths(dim: int, heads: int) -> None:
     # timm's vit_{tiny,small,base,large}_patch16 and vit_huge_patch14: (width, heads) from timm itself.
     import timm
 
@@ -58,7 +58,7 @@ def test_infer_arch_knows_the_standard_widths(dim: int, heads: int):
     assert infer_arch(state)["num_heads"] == heads
 
 
-def test_every_exported_encoder_file_carries_its_arch(tmp_path: Path):
+def test_every_exported_encoder_file_carries_its_arch(tmp_path: Path) -> None:
     # pretrain_model.pth holds the encoder under "encoder.*": it gets a sidecar like encoder.pth's,
     # so a 3-head demo-width encoder read from it comes back with 3 heads and the same outputs.
     from maskalign.checkpoint import build_timm_vit
@@ -80,7 +80,7 @@ def test_every_exported_encoder_file_carries_its_arch(tmp_path: Path):
         load_encoder_state(tmp_path / "pretrain_model.pth")
 
 
-def test_attention_maps_loader_uses_the_sidecar_heads_and_refuses_to_guess(tmp_path: Path):
+def test_attention_maps_loader_uses_the_sidecar_heads_and_refuses_to_guess(tmp_path: Path) -> None:
     # results/attention.py rebuilds the encoder for Figure 3: 3 heads from the sidecar, its
     # [CLS] attention equal to timm's own on the 3-head model; no sidecar at width 96 -> one line.
     from timm.models.vision_transformer import VisionTransformer

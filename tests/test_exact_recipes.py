@@ -36,7 +36,7 @@ def _mae_layer_id(name: str, num_layers: int) -> int:
 
 
 @pytest.mark.parametrize("recipe", sorted(RECIPES))
-def test_layer_decay_of_the_shipped_recipes(recipe: str):
+def test_layer_decay_of_the_shipped_recipes(recipe: str) -> None:
     from maskalign.transfer.classifier import build_classifier
     from maskalign.transfer.layer_decay import param_groups_lrd
 
@@ -72,7 +72,7 @@ def _timm_info(name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("subset", ["imagenet_a", "imagenet_r"])
-def test_robustness_lists_equal_the_files_timm_ships(subset: str):
+def test_robustness_lists_equal_the_files_timm_ships(subset: str) -> None:
     assert [int(x) for x in ls.read_class_list(f"{subset}_indices")] == [int(x) for x in _timm_info(f"{subset}_indices.txt")]
     assert list(ls.read_class_list(f"{subset}_wnids")) == _timm_info(f"{subset}_synsets.txt")
     assert list(ls.read_class_list("imagenet_wnids")) == _timm_info("imagenet_synsets.txt")

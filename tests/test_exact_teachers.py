@@ -12,6 +12,7 @@ table from 16x16 to 14x14 (``F.interpolate``, bicubic, ``align_corners=False``).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -27,7 +28,7 @@ CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])
 LEVELS = [0, 5, 11]
 
 
-def _teacher_cfg(recipe: str):
+def _teacher_cfg(recipe: str) -> Any:
     return load_config(CONFIGS / recipe, ["teacher.pretrained=null"], CONFIGS)
 
 
@@ -89,17 +90,17 @@ def _check_open_clip(recipe: str, name: str, size: int, levels: list[int]) -> No
 
 
 @pytest.mark.slow
-def test_open_clip_vit_b16_teacher_equals_open_clip():
+def test_open_clip_vit_b16_teacher_equals_open_clip() -> None:
     _check_open_clip("maskalign_vitb16_clipb16_200ep.yaml", "ViT-B-16", 224, LEVELS)
 
 
 @pytest.mark.slow
-def test_open_clip_vit_l14_at_196_equals_open_clip_with_the_official_resize():
+def test_open_clip_vit_l14_at_196_equals_open_clip_with_the_official_resize() -> None:
     _check_open_clip("maskalign_vitb16_clipl14_200ep.yaml", "ViT-L-14", 196, [0, 11, 23])
 
 
 @pytest.mark.slow
-def test_timm_dino_teacher_equals_timm():
+def test_timm_dino_teacher_equals_timm() -> None:
     import timm
 
     cfg = _teacher_cfg("maskalign_vitb16_dinob16_200ep.yaml")
