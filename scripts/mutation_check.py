@@ -62,7 +62,10 @@ MUTATIONS: list[Mutation] = [
     # --- masking ---------------------------------------------------------------------------------
     M("mask-visible-count-rounded", "maskalign/masking.py",
       "return int(num_patches * (1 - mask_ratio))", "return round(num_patches * (1 - mask_ratio))",
-      ("tests/test_maskalign_math.py",)),
+      ("tests/test_exact_masking.py",)),
+    M("mask-random-same-for-batch", "maskalign/masking.py",
+      "return noise.argsort(dim=1)[:, :n_keep]", "return noise[:1].argsort(dim=1)[:, :n_keep].expand(batch, -1)",
+      ("tests/test_exact_masking.py",)),
     M("mask-attentive-inverted", "maskalign/masking.py",
       "torch.topk(weights / q, n_keep, dim=1)", "torch.topk(q / weights, n_keep, dim=1)",
       ("tests/test_maskalign_math.py",)),
@@ -217,6 +220,8 @@ def run_tests(root: Path, tests: list[str], slow: bool, timeout: float) -> tuple
     env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1"}
     # Reuse the checkout's demo world (tests/conftest.py's default place) rather than build one in the copy.
     env.setdefault("MASKALIGN_DEMO_ROOT", str(REPO / "output" / "test_demo_world"))
+    # One thread per run: on a shared small machine oversubscribed OpenMP threads slow it many-fold.
+    env.setdefault("OMP_NUM_THREADS", "1")
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
     if not slow:
         cmd += ["-m", "not slow"]
