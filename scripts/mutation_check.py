@@ -160,6 +160,14 @@ MUTATIONS: list[Mutation] = [
       'grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", align_corners=False)',
       'grid = F.interpolate(grid, size=tuple(new_grid), mode="bilinear", align_corners=False)',
       ("tests/test_exact_conversions.py::test_mmseg_backbone_through_the_job_init_path_at_512_px",), slow=True),
+    # --- teachers ------------------------------------------------------------------------------------
+    M("teacher-attn-scale", "maskalign/teachers/base.py",
+      "attn = (q.float() @ k.float().transpose(-2, -1)) * hd ** -0.5",
+      "attn = (q.float() @ k.float().transpose(-2, -1)) * d ** -0.5",
+      ("tests/test_exact_teachers.py::test_timm_dino_teacher_equals_timm",), slow=True),
+    M("teacher-clip-gets-imagenet-norm", "maskalign/teachers/base.py",
+      "x = (x - self._mean) / self._std", "x = (x - self._in_mean) / self._in_std",
+      ("tests/test_exact_teachers.py::test_open_clip_vit_b16_teacher_equals_open_clip",), slow=True),
     # --- layer decay -----------------------------------------------------------------------------
     M("layer-decay-exponent", "maskalign/transfer/layer_decay.py",
       '"lr_scale": layer_decay ** (depth + 1 - lid)', '"lr_scale": layer_decay ** (depth - lid)',
