@@ -104,15 +104,16 @@ class DynamicAlignment(nn.Module):
 def normalize_target(y: torch.Tensor, kind: str, eps: float = 1e-5) -> torch.Tensor:
     """Eq. (2): normalise one teacher level (B, N, D) into an alignment target.
 
-    ``ln`` is LayerNorm per token without affine (the official ``whiten``); ``bn`` follows the
-    official code (one mean and variance over the whole tensor); ``batchnorm`` is per-channel
-    batch statistics without affine, the paper's literal "BatchNorm"; ``none`` keeps raw features.
+    ``ln`` is LayerNorm per token without affine (the official ``whiten``); ``bn`` is the official
+    code's ``(y - y.mean()) / sqrt(y.var() + 1e-6)``: one mean and one *unbiased* variance over the
+    whole tensor, eps 1e-6 whatever ``eps`` says; ``batchnorm`` is per-channel batch statistics
+    without affine, the paper's literal "BatchNorm"; ``none`` keeps raw features.
     """
     y = y.float()
     if kind == "ln":
         return F.layer_norm(y, y.shape[-1:], eps=eps)
     if kind == "bn":
-        return (y - y.mean()) / torch.sqrt(y.var(unbiased=False) + eps)
+        return (y - y.mean()) / torch.sqrt(y.var(unbiased=True) + 1e-6)
     if kind == "batchnorm":
         flat = y.reshape(-1, y.shape[-1])
         return ((y - flat.mean(0)) / torch.sqrt(flat.var(0, unbiased=False) + eps))

@@ -8,14 +8,16 @@ Three files per pre-training run (``OUTPUT/pretrain/<run>/``):
   ``timm.models.vision_transformer.VisionTransformer``; with ``encoder.json`` beside it (arch
   and what pre-trained it: method, supervision, ratios, epochs).
 * ``pretrain_model.pth``: the full pre-training model (decoder, adaptors, DA...) as tensors, the
-  file MAE-family users keep asking for.
+  file MAE-family users keep asking for; with ``pretrain_model.json`` beside it (the same metadata).
+
+Every file that holds an encoder carries its arch (a ``.json`` sidecar, or the ``meta`` entry of
+``checkpoint.pth``): the head count cannot be read off the tensors. For a foreign file without
+one, :func:`infer_arch` accepts only timm's standard widths and refuses to guess any other.
 
 Everything is written atomically and read with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
-
-from maskalign.errors import UserError
 
 import json
 import re
@@ -25,10 +27,15 @@ from typing import Any
 import torch
 
 from maskalign.atomic import atomic_torch_save, atomic_write_text
+from maskalign.errors import UserError
 
 CHECKPOINT = "checkpoint.pth"
 ENCODER = "encoder.pth"
 FULL_MODEL = "pretrain_model.pth"
+
+# timm's standard ViTs (vit_tiny/small/base/large_patch16, vit_huge_patch14): width -> heads. Only
+# these widths have a head count one can assume; ViT-H is 80 channels per head, not 64.
+STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
 _ENCODER_KEY = re.compile(r"^(cls_token|pos_embed|patch_embed\..*|blocks\.\d+\..*|norm\.(weight|bias))$")
 
@@ -73,6 +80,8 @@ def export_encoder(out_dir: str | Path, encoder_state: dict[str, torch.Tensor], 
     atomic_write_text(out / "encoder.json", json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     if full_model is not None:
         atomic_torch_save({k: v.contiguous() for k, v in full_model.items()}, out / FULL_MODEL)
+        atomic_write_text((out / FULL_MODEL).with_suffix(".json"),
+                          json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return out / ENCODER
 
 
@@ -114,19 +123,28 @@ def load_encoder_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
             or not any(k.startswith("blocks.") for k in enc)):
         raise CheckpointError(f"{path}: no ViT encoder weights found (expected cls_token, patch_embed.proj.*, blocks.*)")
     if "arch" not in meta:
-        meta["arch"] = infer_arch(enc)
+        meta["arch"] = infer_arch(enc, str(path))
     return enc, meta
 
 
-def infer_arch(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """Arch of a timm-keyed ViT from tensor shapes (head count guessed at 64 channels per head)."""
+def standard_num_heads(embed_dim: int, source: str = "encoder") -> int:
+    """The head count of a standard-width ViT; a one-line ``CheckpointError`` for any other width."""
+    if embed_dim not in STANDARD_HEADS:
+        raise CheckpointError(f"{source}: no arch metadata (a .json sidecar or an embedded 'meta') and width "
+                              f"{embed_dim} is not a standard ViT width ({sorted(STANDARD_HEADS)}), so its head "
+                              f"count is unknown; write {{\"arch\": {{..., \"num_heads\": N}}}} beside it")
+    return STANDARD_HEADS[embed_dim]
+
+
+def infer_arch(state: dict[str, torch.Tensor], source: str = "encoder") -> dict[str, Any]:
+    """Arch of a timm-keyed ViT from tensor shapes; the head count only for standard widths."""
     w = state["patch_embed.proj.weight"]
     dim, patch = w.shape[0], w.shape[-1]
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
     grid = int(round((state["pos_embed"].shape[1] - 1) ** 0.5)) if "pos_embed" in state else 14
     hidden = state["blocks.0.mlp.fc1.weight"].shape[0]
     return {"img_size": grid * patch, "patch_size": patch, "embed_dim": dim, "depth": depth,
-            "num_heads": max(1, dim // 64), "mlp_ratio": hidden / dim}
+            "num_heads": standard_num_heads(dim, source), "mlp_ratio": hidden / dim}
 
 
 def build_timm_vit(arch: dict[str, Any], state: dict[str, torch.Tensor] | None = None, num_classes: int = 0,

@@ -109,12 +109,12 @@ def test_attention_equals_timm_unfused(tmp_path):
 
 
 def test_arch_inferred_without_sidecar(tmp_path, capsys):
-    path = _export(tmp_path / "b.pth", embed=128, depth=3, heads=2, img=48, patch=16, sidecar=False)
+    path = _export(tmp_path / "b.pth", embed=192, depth=3, heads=3, img=48, patch=16, sidecar=False)
     enc = load_encoder(path)
     m = enc.model
     assert (m.patch_embed.img_size, m.patch_embed.patch_size) == ((48, 48), (16, 16))
-    assert (m.embed_dim, len(m.blocks), m.blocks[0].attn.num_heads) == (128, 3, 2)
-    assert m.blocks[0].mlp.fc1.out_features == 4 * 128 and m.blocks[0].attn.qkv.bias is not None
+    assert (m.embed_dim, len(m.blocks), m.blocks[0].attn.num_heads) == (192, 3, 3)
+    assert m.blocks[0].mlp.fc1.out_features == 4 * 192 and m.blocks[0].attn.qkv.bias is not None
     # the weights are the exported ones, not a fresh init
     torch.testing.assert_close(m.state_dict()["blocks.2.mlp.fc2.weight"],
                                torch.load(path, weights_only=True)["blocks.2.mlp.fc2.weight"])

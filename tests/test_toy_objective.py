@@ -87,7 +87,7 @@ def test_toy_keeps_the_contract_and_checks_its_own_keys(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_toy_trains_in_the_engine_and_lands_in_table_1(tmp_path: Path, demo_imagenet: Path) -> None:
     from maskalign.engine.pretrain import train
-    from maskalign.results.pipeline import make_tables
+    from maskalign.results.render_all import make_tables
     from maskalign.transfer import finetune
 
     out = tmp_path / "output"

@@ -67,17 +67,28 @@ def test_training_checkpoint_dict(tmp_path: Path, student) -> None:
 
 
 def test_mae_style_dict(tmp_path: Path, student) -> None:
-    """MAE's pre-training checkpoint: ``{"model": ...}`` with mask token and decoder, no metadata."""
-    state = dict(student.state_dict())
-    state.update({"mask_token": torch.zeros(1, 1, 64), "decoder_embed.weight": torch.zeros(64, 96),
-                  "decoder_pos_embed": torch.zeros(1, 65, 64), "decoder_blocks.0.norm1.weight": torch.ones(64),
-                  "decoder_pred.weight": torch.zeros(192, 64)})
-    torch.save({"model": state, "epoch": 799}, tmp_path / "mae_pretrain.pth")
+    """MAE's pre-training checkpoint: ``{"model": ...}`` with mask token and decoder, no metadata.
+
+    Without metadata the head count is known only for timm's standard widths (here ViT-Ti's 192,
+    3 heads); the demo width 96 is refused in one line rather than loaded with a guessed head count.
+    """
+    torch.manual_seed(0)
+    std = build_vit("vit_tiny", img_size=64, patch_size=8)
+    for enc, name in ((std, "mae_pretrain.pth"), (student, "demo_width.pth")):
+        state = dict(enc.state_dict())
+        state.update({"mask_token": torch.zeros(1, 1, 64), "decoder_embed.weight": torch.zeros(64, enc.embed_dim),
+                      "decoder_pos_embed": torch.zeros(1, 65, 64), "decoder_blocks.0.norm1.weight": torch.ones(64),
+                      "decoder_pred.weight": torch.zeros(192, 64)})
+        torch.save({"model": state, "epoch": 799}, tmp_path / name)
     src = load_pretrained(tmp_path / "mae_pretrain.pth")
     assert not any(k.startswith(("decoder", "mask_token")) for k in src.state)
-    assert src.arch["embed_dim"] == 96 and src.arch["depth"] == 6 and src.arch["img_size"] == 64
+    assert src.arch["embed_dim"] == 192 and src.arch["depth"] == 12 and src.arch["img_size"] == 64
+    assert src.arch["num_heads"] == 3
     model, _ = _finetune_model(src)
-    _assert_same_encoder(model, student)
+    _assert_same_encoder(model, std)
+    with pytest.raises(CheckpointError) as e:
+        load_pretrained(tmp_path / "demo_width.pth")
+    assert "demo_width.pth" in str(e.value) and "96" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_missing_block_is_refused_in_one_line(tmp_path: Path, student) -> None:

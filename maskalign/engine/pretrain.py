@@ -152,7 +152,7 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
               f"device {info.device}, world {info.world_size}", flush=True)
 
     max_steps = cfg.runtime.max_steps
-    total_steps = cfg.optim.epochs * iters // cfg.optim.accum_iter
+    total_iters = cfg.optim.epochs * iters
     last_loss = float("nan")
     epoch = start_epoch
     for epoch in range(start_epoch, cfg.optim.epochs):
@@ -179,8 +179,9 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
                     torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.clip_grad)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                # LUT's EMA schedule is indexed by the data iteration of this step (naver-ai/lut).
+                objective.after_optimizer_step((epoch * iters + it) / total_iters)
                 step += 1
-                objective.after_optimizer_step(min(step / max(total_steps, 1), 1.0))
             loss_sum += result.loss.detach()
             for k, v in result.metrics.items():
                 metric_sums[k] = metric_sums.get(k, torch.zeros((), device=info.device)) + v.detach().float()

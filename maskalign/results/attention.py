@@ -44,7 +44,9 @@ def load_encoder(path: str | Path, label: str | None = None) -> Encoder:
         print(f"{path}: no sidecar {path.with_suffix('.json').name}; architecture inferred from tensor "
               f"shapes (num_heads={meta['arch']['num_heads']})", file=sys.stderr)
     # A sidecar may state only part of the arch; the tensors fill in the rest.
-    arch = {**infer_arch(state), **meta["arch"]}
+    arch = dict(meta["arch"])
+    if {"img_size", "patch_size", "embed_dim", "depth", "num_heads"} - arch.keys():
+        arch = {**infer_arch(state, str(path)), **arch}
     model = build_timm_vit(arch, state).eval()
     mean = tuple(meta.get("mean", IMAGENET_MEAN))
     std = tuple(meta.get("std", IMAGENET_STD))
