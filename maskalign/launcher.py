@@ -316,6 +316,15 @@ def use_slurm(args: argparse.Namespace) -> bool:
         return False
     if _opt(args, "slurm", False) and not slurm_available():
         raise LaunchError("launcher: --slurm given but there is no sbatch on PATH")
+    # runfolder edit (item 10): a demo run (the entry script sets args.local_fallback) runs here
+    # when SLURM's tools are installed but no controller answers; an explicit --slurm still errors.
+    if slurm_available() and _opt(args, "local_fallback", False) and not _opt(args, "slurm", False):
+        from maskalign.runfolder.slurm_env import controller_silence
+
+        if not hasattr(args, "slurm_silence"):
+            args.slurm_silence = controller_silence()
+        if args.slurm_silence:
+            return False
     return slurm_available()
 
 
@@ -468,6 +477,9 @@ def _write_job_info(run_folder: Path, job_id: str, name: str, params: dict[str, 
             "host": socket.gethostname(), "logs": str(logs.resolve()), "sbatch": params,
             "command": [sys.executable, *sys.argv], "cwd": os.getcwd()}
     atomic_write_text(run_folder / JOB_INFO, json.dumps(info, indent=2, default=str) + "\n")
+    from maskalign.runfolder.history import record_event  # runfolder edit (item 9)
+
+    record_event(run_folder, "submitted", job_id=str(job_id), name=name)
 
 
 def read_job_info(run_folder: str | os.PathLike) -> dict[str, Any] | None:
@@ -531,6 +543,9 @@ def _launch(tasks: list[Any], args: argparse.Namespace, folders: list[Path], nam
                 print(f"[launcher] run {folder.name} failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
                 results.append(e)
         return results
+    for task in tasks:  # runfolder edit (item 8): the job's own checks, before anything is queued
+        if callable(getattr(task, "validate", None)):
+            task.validate()
     check_cluster(spec)
     params = spec.sbatch_params(name, dependency)
     for task in tasks:
@@ -565,4 +580,8 @@ def _launch(tasks: list[Any], args: argparse.Namespace, folders: list[Path], nam
 
 
 def _local_reason(args: argparse.Namespace) -> str:
-    return "--local given" if _opt(args, "local", False) else "no SLURM here (no sbatch on PATH)"
+    if _opt(args, "local", False):
+        return "--local given"
+    if _opt(args, "slurm_silence", None):  # runfolder edit (item 10)
+        return f"SLURM's tools are on PATH but no controller answers ({args.slurm_silence}); this demo runs here"
+    return "no SLURM here (no sbatch on PATH)"

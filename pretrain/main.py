@@ -22,6 +22,14 @@ class PretrainTask:
 
         return train(OmegaConf.create(self.cfg))
 
+    def validate(self) -> None:
+        """Checks the launcher runs before sbatch: data root, teacher checkpoint, run folder (runfolder edit)."""
+        from omegaconf import OmegaConf
+
+        from maskalign.engine.preflight import validate
+
+        validate(OmegaConf.create(self.cfg))
+
     def checkpoint(self, *args: Any, **kwargs: Any):
         """Called by submitit in the job before it requeues it: run this task again."""
         import submitit

@@ -64,6 +64,7 @@ def main(args) -> int:
 
     try:
         cfgs, sweep_name = _configs(args)
+        args.local_fallback = all(cfg.data.dataset == "demo" for cfg in cfgs)  # runfolder edit (item 10)
         stages = pl.parse_stages(args.pipeline) if args.pipeline else []
         stage_args = pl.parse_stage_args(args.stage_args, stages) if stages else {}
         slurm = use_slurm(args)
