@@ -1,4 +1,4 @@
-"""Run folders end to end on a tiny data set (40 images, 5 iterations per epoch, seconds per run):
+"""Run folders end to end on a tiny data set (40 images, 10 iterations per epoch, seconds per run):
 a finished run stays finished, one writer, preemption mid-epoch resumes bit for bit, the log
 follows the checkpoint, config checks come before any write, file-system failures are one line,
 and the teacher cache does not change the run."""
@@ -112,7 +112,7 @@ def test_usr2_mid_epoch_checkpoints_and_resumes_bit_identical(straight: Path, da
 
     run = tmp_path / "pretrain" / "r"
     proc = _start(data, tmp_path, "r")
-    _wait_for(lambda: (run / "log.jsonl").is_file() and (run / "log.jsonl").read_text().strip(), proc)
+    _wait_for(lambda: (run / "run.lock").is_file(), proc)
     second = run_submit("--local", *tiny_run_args(data, tmp_path, "r", "optim.epochs=3", "data.num_workers=2"))
     assert second.returncode == 2
     assert _errors(second) == [f"error: {run} is being written by pid {proc.pid} on {os.uname().nodename}, since "
@@ -120,19 +120,19 @@ def test_usr2_mid_epoch_checkpoints_and_resumes_bit_identical(straight: Path, da
     status = subprocess.run([sys.executable, "-m", "maskalign.jobs", "status", str(tmp_path), "--json", "--no-slurm"],
                             capture_output=True, text=True, check=True)
     assert json.loads(status.stdout)["state"] == "running"
-    time.sleep(1.0)  # into epoch 2
-    proc.send_signal(signal.SIGUSR2)
+    _wait_for(lambda: (run / "log.jsonl").is_file() and (run / "log.jsonl").read_text().strip(), proc)
+    proc.send_signal(signal.SIGUSR2)  # early in epoch 2
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 128 + signal.SIGUSR2, err
     assert "Traceback" not in err and "Error" not in err, err
     ckpt = load_file(run / "checkpoint.pth")
-    assert ckpt["epoch"] == 1 and 0 < ckpt["iter_in_epoch"] < 5, (ckpt["epoch"], ckpt["iter_in_epoch"])
-    assert f"stopped by SIGUSR2 at epoch 2, iteration {ckpt['iter_in_epoch']}/5" in out
+    assert ckpt["epoch"] == 1 and 0 < ckpt["iter_in_epoch"] < 10, (ckpt["epoch"], ckpt["iter_in_epoch"])
+    assert f"stopped by SIGUSR2 at epoch 2, iteration {ckpt['iter_in_epoch']}/10" in out
     assert not (run / "run.lock").exists() and not (run / "record.json").exists()
     (run / "log.jsonl").write_text("")  # as if the job died between checkpoint and log line
     res = run_submit("--local", *tiny_run_args(data, tmp_path, "r", "optim.epochs=3", "data.num_workers=2"))
     assert res.returncode == 0, res.stderr
-    assert f"resumed from {run}/checkpoint.pth at epoch 1, iteration {ckpt['iter_in_epoch']}/5" in res.stdout
+    assert f"resumed from {run}/checkpoint.pth at epoch 1, iteration {ckpt['iter_in_epoch']}/10" in res.stdout
     assert _losses(run) == _losses(straight)
     events = [e["event"] for e in map(json.loads, (run / "status.jsonl").read_text().splitlines())]
     assert events == ["started", "stopped", "started", "finished"]
