@@ -66,11 +66,11 @@ def test_usr2_checkpoints_mid_epoch_and_the_requeued_job_resumes_bit_identical(d
     _, (job,) = submit(*CLUSTER, *common)
     run = tmp_path / "pretrain" / "x"
     t_end = time.time() + JOB_TIMEOUT_S
-    # Into the first epoch (10 iterations): the progress bar has moved past iteration 2.
-    while "it/s" not in logs_of(run, job) and "s/it" not in logs_of(run, job):
+    # The engine has built everything and starts epoch 1 (20 iterations): the signal is handled at
+    # the end of the iteration it lands in.
+    while "it/epoch" not in logs_of(run, job):
         assert time.time() < t_end and jobs.job_state(job)[0] not in jobs.TERMINAL, logs_of(run, job)
-        time.sleep(0.5)
-    time.sleep(2)
+        time.sleep(0.2)
     subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=20)
     t_end = time.time() + JOB_TIMEOUT_S
     while "(restart 1)" not in logs_of(run, job):

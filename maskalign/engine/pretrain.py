@@ -104,10 +104,7 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
     restore_signals = install_handler()
     try:
         return _train(cfg, info, run, stop_flag)
-    except Stopped as e:
-        run.event("stopped", signal=signal.Signals(e.signum).name, detail=e.message)
-        if info.is_main:
-            print(f"[pretrain] {e.message}", flush=True)
+    except Stopped:  # reported by _stop_mid_epoch, before submitit may exit from under it
         raise
     except OSError as e:  # what no writer turned into a PathError already
         err = PathError.from_os_error(e)
@@ -318,8 +315,12 @@ def _stop_mid_epoch(run: RunFolder, info: DistInfo, state: dict[str, Any] | None
     where = f"epoch {epoch + 1}, iteration {it}/{iters}" if it else f"the end of epoch {epoch}"
     sig = stop_requested()
     name = signal.Signals(sig).name if sig else "a stop request"
-    stop_now(f"stopped by {name} at {where}; checkpoint written to {run.out / 'checkpoint.pth'} "
-             f"(the same command resumes there)")
+    message = (f"stopped by {name} at {where}; checkpoint written to {run.out / 'checkpoint.pth'} "
+               f"(the same command resumes there)")
+    run.event("stopped", signal=name, detail=f"at {where}")
+    if info.is_main:
+        print(f"[pretrain] {message}", flush=True)
+    stop_now(message)
 
 
 def _state(objective: Objective, optimizer: torch.optim.Optimizer, epoch: int, step: int, cfg: Any,
