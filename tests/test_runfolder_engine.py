@@ -168,20 +168,30 @@ def test_full_disk_and_read_only_folder_are_one_line_exit_2(data: Path, tmp_path
         umount(ro)
 
 
-def test_finetune_on_a_read_only_folder_is_one_line(straight: Path, tmp_path: Path) -> None:
-    ro = tmp_path / "ro"
-    why = mount_tmpfs(ro, "1m", read_only=True)
+def _finetune(encoder: Path, output_dir: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "transfer" / "finetune.py"), "--local", "--ckpt", str(encoder),
+                           f"output_dir={output_dir}", "name=ft", "optim.epochs=1", "runtime.max_steps=1",
+                           "data.num_workers=0"], capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_finetune_on_a_read_only_or_full_folder_is_one_line(straight: Path, tmp_path: Path) -> None:
+    ro, small = tmp_path / "ro", tmp_path / "small"
+    why = mount_tmpfs(ro, "1m", read_only=True) or mount_tmpfs(small, "1m")
     if why:
+        umount(ro)
         pytest.skip(why)
     try:
-        res = subprocess.run([sys.executable, str(REPO / "transfer" / "finetune.py"), "--local", "--ckpt",
-                              str(straight / "encoder.pth"), f"output_dir={ro}", "name=ft", "optim.epochs=1",
-                              "runtime.max_steps=1", "data.num_workers=0"],
-                             capture_output=True, text=True, timeout=600, check=False)
+        res = _finetune(straight / "encoder.pth", ro)
         assert res.returncode == 2, res.stderr
         assert _errors(res) == [f"error: cannot create folder {ro}/finetune/ft: Read-only file system"]
+        res = _finetune(straight / "encoder.pth", small)
+        assert res.returncode == 2, res.stderr
+        errors = _errors(res)
+        assert len(errors) == 1 and errors[0].startswith(f"error: cannot write {small}/finetune/ft/"), errors
+        assert errors[0].endswith(": No space left on device"), errors
     finally:
         umount(ro)
+        umount(small)
 
 
 def test_same_losses_with_and_without_a_cached_teacher(data: Path, tmp_path: Path,
