@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from runfolder_helpers import REPO, SUBMIT, mount_tmpfs, run_submit, tiny_imagenet, tiny_run_args, umount
 
 pytestmark = pytest.mark.slow
@@ -79,9 +78,9 @@ def test_resume_with_another_config_is_refused_before_config_yaml_is_touched(str
     before = _sha(run)
     res = run_submit("--local", *tiny_run_args(data, tmp_path, "r", "optim.epochs=3", "mask.ratio=0.5"))
     assert res.returncode == 2
-    assert _errors(res) == [f"error: {run}/checkpoint.pth: does not fit this config (mask.ratio=0.7 there, 0.5 now); "
-                            "resume with the run's own config.yaml, or start over with runtime.restart=true "
-                            "(the old outputs are kept aside)"]
+    assert _errors(res) == [(f"error: {run}/checkpoint.pth: does not fit this config (mask.ratio=0.7 there, 0.5 now); "
+                             "resume with the run's own config.yaml, or start over with runtime.restart=true "
+                             "(the old outputs are kept aside)")]
     assert _sha(run) == before
 
 
@@ -117,8 +116,8 @@ def test_usr2_mid_epoch_checkpoints_and_resumes_bit_identical(straight: Path, da
     _wait_for(lambda: (run / "run.lock").is_file(), proc)
     second = run_submit("--local", *tiny_run_args(data, tmp_path, "r", "optim.epochs=3", "data.num_workers=2"))
     assert second.returncode == 2
-    assert _errors(second) == [f"error: {run} is being written by pid {proc.pid} on {os.uname().nodename}, since "
-                               f"{json.loads((run / 'run.lock').read_text())['started']}; wait for it to end"]
+    assert _errors(second) == [(f"error: {run} is being written by pid {proc.pid} on {os.uname().nodename}, since "
+                                f"{json.loads((run / 'run.lock').read_text())['started']}; wait for it to end")]
     status = subprocess.run([sys.executable, "-m", "maskalign.jobs", "status", str(tmp_path), "--json", "--no-slurm"],
                             capture_output=True, text=True, check=True)
     assert json.loads(status.stdout)["state"] == "running"
@@ -199,6 +198,7 @@ def test_same_losses_with_and_without_a_cached_teacher(data: Path, tmp_path: Pat
     """A fresh demo world trains its teacher (a tiny setting here) in the run's own process; the
     student's losses must equal those of the next run, which finds the teacher cached."""
     from conftest import pretrain_cfg
+
     from maskalign.engine.pretrain import train
     from maskalign.teachers import demo_teacher
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from runfolder_helpers import REPO, fake_slurm, mount_tmpfs, umount
 
 from maskalign import jobs
 from maskalign.atomic import atomic_torch_save, atomic_write_text, remove_stale_temps
@@ -21,7 +22,6 @@ from maskalign.config import ConfigError, load_config
 from maskalign.errors import PathError
 from maskalign.runfolder import history, preempt
 from maskalign.runfolder.lock import LOCK_FILE, Holder, RunLock, RunLockedError, read_holder
-from runfolder_helpers import REPO, fake_slurm, mount_tmpfs, umount
 
 CONFIGS = REPO / "pretrain" / "configs"
 

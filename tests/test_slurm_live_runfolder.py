@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from runfolder_helpers import tiny_imagenet, tiny_run_args
 from test_slurm_live import CLUSTER, JOB_TIMEOUT_S, PARTITION, logs_of, status_rows, submit, wait_all
 
@@ -45,8 +44,8 @@ def test_second_submission_and_bad_data_root_are_refused_before_sbatch(data: Pat
         before = set((jobs.slurm_jobs() or {}).keys())
         out2, ids2 = submit(*CLUSTER, *args, expect_rc=2)
         errors = [ln for ln in out2.splitlines() if ln.startswith("error:")]
-        assert errors == [f"error: {tmp_path}/pretrain/twice: SLURM job {ids[0]} of this run is pending already; "
-                          f"wait for it or scancel {ids[0]} before submitting again"], out2
+        assert errors == [(f"error: {tmp_path}/pretrain/twice: SLURM job {ids[0]} of this run is pending already; "
+                           f"wait for it or scancel {ids[0]} before submitting again")], out2
         assert not ids2 and set((jobs.slurm_jobs() or {}).keys()) == before
         bad = tiny_run_args(tmp_path / "no-data", tmp_path, "nodata")
         out3, ids3 = submit(*CLUSTER, *bad, expect_rc=2)

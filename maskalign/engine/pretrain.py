@@ -35,7 +35,8 @@ from maskalign.errors import PathError
 from maskalign.labels import backbone_label
 from maskalign.objectives import Objective, build_objective
 from maskalign.records import Record, checkpoint_ref, now_iso, write_record
-from maskalign.runfolder.preempt import Stopped, install_handler, quiet_worker, request_stop, stop_now, stop_requested
+from maskalign.runfolder.preempt import (Stopped, install_handler, quiet_worker, request_stop, stop_now,
+                                         stop_requested)
 from maskalign.runfolder.slurm_env import current_job_id
 
 

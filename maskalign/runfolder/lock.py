@@ -199,10 +199,10 @@ class RunLock:
         finally:
             os.close(fd)
 
-    def __enter__(self) -> RunLock:
+    def __enter__(self) -> RunLock:  # noqa: PYI034 (Self needs 3.11 typing; RunLock is final)
         return self.acquire()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
