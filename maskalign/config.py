@@ -3,7 +3,10 @@
 An experiment file states only what differs from its base (``base: other.yaml``; the chain ends at
 the task's ``default.yaml``). The default is merged in struct mode, so a key that does not exist
 anywhere is refused with one line naming the key and where it came from, instead of being
-silently ignored. The resolved config is saved beside every run's outputs.
+silently ignored. Every value must also have the type of its default (``optim.epochs=three`` is
+refused before anything is built or written; an int is accepted where the default is a float;
+a key whose default is ``null`` takes anything). The resolved config is saved beside every run's
+outputs.
 
 The suite's configs ship inside the package (``maskalign/configs/<kind>/``: ``pretrain``,
 ``sweeps``, ``finetune``, ``linprobe``, ``robustness``, ``coco``, ``ade20k``), so ``--config NAME``
@@ -17,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from maskalign.errors import UserError
@@ -51,6 +54,59 @@ def _load_yaml(path: Path) -> DictConfig:
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"{path}: a config file must hold a mapping")
     return cfg
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean (true/false)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "a list"
+    return "a mapping"
+
+
+def _fits(default: Any, value: Any) -> bool:
+    """Whether ``value`` may replace ``default``: same kind of scalar or container (int for float)."""
+    if default is None or value is None:
+        return True
+    if isinstance(value, str) and value.startswith("${"):  # an interpolation: checked once resolved
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, str):
+        return isinstance(value, str)
+    if isinstance(default, list):
+        return isinstance(value, list)
+    if isinstance(default, dict):
+        return isinstance(value, dict)
+    return True
+
+
+def check_types(default: DictConfig, cfg: DictConfig, source: str) -> None:
+    """Refuse, in one line naming ``source``, the key and the value, a value not of its default's type."""
+    ref = OmegaConf.to_container(default, resolve=False)
+    got = OmegaConf.to_container(cfg, resolve=False)
+
+    def walk(d: Any, v: Any, key: str) -> None:
+        if isinstance(d, dict) and isinstance(v, dict):
+            for k, dv in d.items():
+                if k in v:
+                    walk(dv, v[k], f"{key}.{k}" if key else str(k))
+            return
+        if not _fits(d, v):
+            raise ConfigError(f"{source}: {key}={v!r} is {_type_name(v)}, expected {_type_name(d)} "
+                              f"(default {d!r})")
+
+    walk(ref, got, "")
 
 
 def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
@@ -105,6 +161,7 @@ def load_config(config: str | Path | None, overrides: list[str] | None, config_d
         layer = _load_yaml(p)
         layer.pop("base", None)
         cfg = _merge(cfg, layer, str(p))
+        check_types(default, cfg, str(p))
     if overrides:
         bad = [o for o in overrides if "=" not in o]
         if bad:
@@ -114,6 +171,7 @@ def load_config(config: str | Path | None, overrides: list[str] | None, config_d
         except OmegaConfBaseException as e:
             raise ConfigError(f"command line: cannot parse overrides ({str(e).splitlines()[0]})") from None
         cfg = _merge(cfg, dot, "command line")
+        check_types(default, cfg, "command line")
     if not cfg.get("name"):
         cfg.name = chain[0].stem if chain else "default"
     return cfg

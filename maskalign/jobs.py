@@ -5,14 +5,18 @@
 
 A run folder ``OUTPUT/<kind>/<run>/`` is
 
-* ``done`` when it holds ``record.json`` (the metrics are shown);
 * ``pending``/``running``/... while ``squeue`` knows its job (``job.json`` names it; the reason,
-  e.g. ``Dependency`` or ``BeginTime`` after a requeue, is shown);
-* ``failed`` when its submitit log ends in an exception (the last line is shown), or SLURM
-  reports FAILED/CANCELLED/TIMEOUT/...;
+  e.g. ``Dependency``, is shown); ``requeued`` when it is pending again after it had started;
+* ``running`` while the process named in its ``run.lock`` is alive (a ``--local`` run too);
+* ``done`` when it holds ``record.json`` (the metrics are shown);
+* ``failed`` when its submitit log ends in an exception or its ``status.jsonl`` says so (the
+  last line is shown), or SLURM reports FAILED/CANCELLED/TIMEOUT/...;
+* ``cancelled``/``timeout``/... also after SLURM has forgotten the job: the status command notes
+  what SLURM reported in ``status.jsonl`` (see :mod:`maskalign.runfolder.history`);
 * ``completed`` when its job ended well but wrote no record (a task that writes none);
-* ``stopped`` when it has progress (``log.jsonl``, a checkpoint) but no job is alive;
-* ``submitted`` when a job was submitted that SLURM no longer knows and left no trace.
+* ``stopped`` when it has progress (``log.jsonl``, a checkpoint) but no process is alive;
+* ``started``/``unknown`` when SLURM cannot be asked (no ``squeue``): what its history says;
+* ``lost`` when a job was submitted that SLURM no longer knows and left no trace.
 
 Progress is ``epochs done/epochs`` from ``log.jsonl`` and the run's ``config.yaml``.
 """
@@ -30,12 +34,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from maskalign.config import default_output_root
+from maskalign.errors import UserError
 from maskalign.launch import read_job_info
 from maskalign.records import RECORD_FILENAME
+from maskalign.runfolder.history import read_events, record_event
+from maskalign.runfolder.lock import read_holder
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE",
             "PREEMPTED", "SPECIAL_EXIT", "REVOKED"}
-RUN_MARKERS = ("record.json", "job.json", "config.yaml", "log.jsonl", "checkpoint.pth", "submitit")
+RUN_MARKERS = ("record.json", "job.json", "config.yaml", "log.jsonl", "checkpoint.pth", "submitit", "status.jsonl",
+               "run.lock")
 
 
 # --- SLURM, through squeue only ----------------------------------------------------------------
@@ -177,39 +185,78 @@ def _record_detail(folder: Path) -> str:
     return ", ".join(shown)
 
 
+def _remember(folder: Path, job_id: str, state: str, reason: str, events: list[dict]) -> None:
+    """Note a job end SLURM reports in ``status.jsonl`` (once), for when SLURM has forgotten it."""
+    if any(e.get("event") == "slurm" and e.get("job_id") == job_id and e.get("state") == state for e in events):
+        return
+    try:
+        record_event(folder, "slurm", job_id=job_id, state=state, reason=reason)
+    except UserError:  # someone else's read-only run folder: report, do not remember
+        pass
+
+
 def run_status(folder: Path, slurm: dict[str, tuple[str, str]] | None = None) -> RunStatus:
     folder = Path(folder)
     info = read_job_info(folder) or {}
     job_id = str(info.get("job_id") or "")
     st = RunStatus(kind=folder.parent.name, run=folder.name, state="", progress=progress(folder), job_id=job_id,
                    folder=str(folder))
+    events = read_events(folder)
+    mine = [e for e in events if str(e.get("job_id") or "") == job_id] if job_id else events
+    last = mine[-1] if mine else {}
     live = slurm.get(job_id) if (slurm is not None and job_id) else None
+    reason = "" if not live or live[1] in ("None", "") else live[1]
+    if live and live[0] not in TERMINAL:
+        st.state, st.detail = live[0].lower(), reason
+        if live[0] == "PENDING" and any(e.get("event") in ("started", "stopped") for e in mine):
+            st.state = "requeued"  # SLURM shows a requeued job as pending (BeginTime) again
+            stops = [e for e in mine if e.get("event") == "stopped"]
+            st.detail = "; ".join(x for x in (reason, stops[-1].get("detail", "") if stops else "") if x)
+        return st
+    holder = read_holder(folder)
+    if holder is not None and holder.alive():
+        st.state, st.detail = "running", f"written by {holder.describe()}"
+        return st
     record = folder / RECORD_FILENAME
     submitted_after_record = record.is_file() and (folder / "job.json").is_file() \
         and (folder / "job.json").stat().st_mtime > record.stat().st_mtime
-    if live and live[0] not in TERMINAL:
-        st.state, st.detail = live[0].lower(), "" if live[1] in ("None", "") else live[1]
-        return st
     if record.is_file() and not (submitted_after_record and live and live[0] != "COMPLETED"):
         st.state, st.detail = "done", _record_detail(folder)
         return st
     verdict = log_verdict(folder, job_id or None)
     failure = verdict[1] if verdict and verdict[0] == "failed" else ""
+    if not failure and last.get("event") == "failed":
+        failure = str(last.get("error", ""))
     if live and live[0] != "COMPLETED":  # cancelled, timeout, failed, ... as SLURM still remembers it
+        _remember(folder, job_id, live[0], reason, events)
         st.state = live[0].lower()
-        st.detail = failure or ("" if live[1] in ("None", "") else live[1])
+        st.detail = failure or reason
         return st
     if failure:
         st.state, st.detail = "failed", failure
         return st
+    ended = [e for e in mine if e.get("event") == "slurm"]
+    if ended and ended[-1].get("state") != "COMPLETED" and last.get("event") in ("slurm", "submitted"):
+        st.state, st.detail = str(ended[-1]["state"]).lower(), str(ended[-1].get("reason", ""))
+        return st
     if (live and live[0] == "COMPLETED") or (verdict and verdict[0] == "completed"):
         st.state, st.detail = "completed", f"finished without {RECORD_FILENAME}"
         return st
-    if (folder / "log.jsonl").is_file() or any(folder.glob("checkpoint*.pth")):
+    if last.get("event") == "stopped":
+        st.state, st.detail = "stopped", f"{last.get('signal', '')}: {last.get('detail', '')}; resubmit to resume"
+    elif (folder / "log.jsonl").is_file() or any(folder.glob("checkpoint*.pth")):
         st.state, st.detail = "stopped", "no job is running; resubmit to resume"
+    elif job_id and slurm is None:
+        if last.get("event") == "started":
+            st.state = "started"
+            st.detail = f"started on {last.get('host')} at {last.get('time')}; cannot ask SLURM from here"
+        else:
+            st.state = "unknown"
+            st.detail = f"submitted as SLURM job {job_id}; cannot ask SLURM from here (no squeue)"
     elif job_id:
-        st.state = "submitted" if slurm is None else "lost"
-        st.detail = "" if slurm is None else "SLURM no longer knows the job and it left no output"
+        st.state = "lost"
+        st.detail = ("started, then ended without a trace (killed?)" if last.get("event") == "started"
+                     else "SLURM no longer knows the job and it left no output")
     else:
         st.state = "not started"
     return st

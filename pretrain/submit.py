@@ -65,6 +65,7 @@ def main(args: argparse.Namespace) -> int:
     outs: list[Path] = []
     try:
         cfgs, sweep_name = _configs(args)
+        args.local_fallback = all(cfg.data.dataset == "demo" for cfg in cfgs)  # a demo runs here when SLURM does not answer
         stages = pl.parse_stages(args.pipeline) if args.pipeline else []
         stage_args = pl.parse_stage_args(args.stage_args, stages) if stages else {}
         slurm = use_slurm(args)

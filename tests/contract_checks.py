@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from maskalign.config import config_dir
 import torch
 from PIL import Image
 
@@ -17,7 +18,7 @@ from maskalign.config import load_config
 from maskalign.objectives import Objective, build_objective, objective_class
 from maskalign.teachers import Teacher
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "pretrain" / "configs"
+CONFIG_DIR = config_dir("pretrain")
 BATCH, IMG = 2, 32
 
 # One tiny setting for every objective: keys a method does not read are harmless.

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 import pytest
+from maskalign.config import config_dir
 import torch
 
 from maskalign.checkpoint import load_encoder_state, load_file
 from maskalign.config import load_config
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "pretrain" / "configs"
+CONFIGS = config_dir("pretrain")
 BATCH, PER_CLASS, CLASSES = 4, 8, 2  # 16 images -> 4 iterations per epoch
 
 

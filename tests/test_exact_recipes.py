@@ -8,13 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from maskalign.config import config_dir
 import torch
 
 from maskalign.config import load_config
 from maskalign.transfer import label_space as ls
 
 REPO = Path(__file__).resolve().parents[1]
-FT_CONFIGS = REPO / "transfer" / "configs" / "finetune"
+FT_CONFIGS = config_dir("finetune")
 
 # recipe -> (depth of its ViT, layer decay as published: MAE FINETUNE.md, the MaskAlign paper and README)
 RECIPES = {

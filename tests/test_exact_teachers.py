@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from maskalign.config import config_dir
 import torch
 import torch.nn.functional as F
 
 from maskalign.config import load_config
 from maskalign.teachers import build_teacher
 
-CONFIGS = Path(__file__).resolve().parents[1] / "pretrain" / "configs"
+CONFIGS = config_dir("pretrain")
 IMNET_MEAN, IMNET_STD = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
 CLIP_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073])
 CLIP_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711])

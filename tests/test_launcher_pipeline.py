@@ -212,7 +212,9 @@ def test_status_reads_the_jobs_own_files(tmp_path: Path) -> None:
     assert (rows["done"].state, rows["done"].progress, rows["done"].detail) == ("done", "4/4", "final_loss 0.25")
     assert (rows["stopped"].state, rows["stopped"].progress) == ("stopped", "2/4")
     assert rows["failed"].state == "failed" and "CheckpointError: /x.pth: checkpoint not found" in rows["failed"].detail
-    assert rows["pending"].state == "submitted" and rows["pending"].job_id == "13"
+    # Without squeue nothing says whether job 13 ever ran: "unknown", not a reassuring "submitted".
+    assert rows["pending"].state == "unknown" and rows["pending"].job_id == "13"
+    assert "cannot ask SLURM from here" in rows["pending"].detail
 
     slurm = {"13": ("PENDING", "Dependency"), "12": ("FAILED", "NonZeroExitCode")}
     rows = {r.run: r for r in (jobs.run_status(p, slurm) for p in jobs.find_runs(tmp_path))}

@@ -213,7 +213,9 @@ def test_pipeline_runs_dependents_after_pretraining(root: Path, demo_teacher: Pa
 
 
 def test_failed_pretraining_cancels_its_dependents(root: Path, demo_teacher: Path) -> None:
-    out, ids = submit(*CLUSTER, "optim.epochs=1", *TINY, "data.dataset=imagenet", f"data.root={root}/no-imagenet",
+    # A batch that does not divide over the job's processes: only found inside the job (a missing
+    # data root is refused before sbatch, see test_slurm_live_runfolder.py).
+    out, ids = submit(*CLUSTER, "optim.epochs=1", *TINY, "optim.total_batch_size=63", "optim.accum_iter=2",
                       f"output_dir={root}", "name=broken", "--pipeline", f"probe={FAKE}")
     assert len(ids) == 2, out
     states = wait_all(ids)
@@ -221,7 +223,7 @@ def test_failed_pretraining_cancels_its_dependents(root: Path, demo_teacher: Pat
     assert not (root / "probe" / "broken" / "started.json").exists()
     rows = status_rows(root)
     assert rows[("pretrain", "broken")]["state"] == "failed"
-    assert "no-imagenet" in rows[("pretrain", "broken")]["detail"]
+    assert "is not divisible by world size 1 x accum_iter 2" in rows[("pretrain", "broken")]["detail"]
     assert rows[("probe", "broken")]["state"] == "cancelled"
 
 

@@ -14,7 +14,7 @@ from contract_checks import check_objective_contract, tiny_config
 from objective_fixtures import export_random_teacher
 from transfer_helpers import mini_imagenet
 
-from maskalign.config import REPO_ROOT, ConfigError, load_config
+from maskalign.config import ConfigError, config_dir, load_config
 from maskalign.data.transforms import pretrain_transform
 from maskalign.objectives import Objective, ObjectiveOutput, build_objective, build_student, register_objective
 from maskalign.objectives.pixels import pixel_targets
@@ -94,7 +94,7 @@ def test_toy_trains_in_the_engine_and_lands_in_table_1(tmp_path: Path, demo_imag
     ToyLinear.transform_calls, ToyLinear.progress = 0, []
     cfg = load_config(None, [f"output_dir={out}", "name=toy", "method=toy_linear", "teacher.backend=none",
                              "mask.type=random", "optim.epochs=1", "runtime.max_steps=2",
-                             "optim.total_batch_size=8", "data.num_workers=0"], REPO_ROOT / "pretrain" / "configs")
+                             "optim.total_batch_size=8", "data.num_workers=0"], config_dir("pretrain"))
     summary = train(cfg)
     assert torch.isfinite(torch.tensor(summary["final_loss"]))
     # the engine called the toy's declared hooks: its transform for each image, its step hook
@@ -106,7 +106,7 @@ def test_toy_trains_in_the_engine_and_lands_in_table_1(tmp_path: Path, demo_imag
     mini = mini_imagenet(demo_imagenet, tmp_path / "mini" / "imagenet")
     ft = load_config(None, [f"output_dir={out}", f"data.root={mini}", "name=toy-ft", "data.num_workers=0",
                             "optim.epochs=1", "runtime.max_steps=2", "optim.total_batch_size=8",
-                            "model.drop_path=0.0"], REPO_ROOT / "transfer" / "configs" / "finetune")
+                            "model.drop_path=0.0"], config_dir("finetune"))
     finetune.run(ft, summary["encoder"])
 
     tables = make_tables(out, tmp_path / "tables")

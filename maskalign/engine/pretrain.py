@@ -1,15 +1,20 @@
 """The pre-training loop shared by every objective.
 
 One epoch = one pass over the training set with ``drop_last``; the lr follows the cosine
-schedule per iteration; a checkpoint is written atomically at epoch ends (and on request of the
-launcher before a preemption), holding every RNG state, so a resumed run reproduces the losses
-of an uninterrupted one bit for bit on CPU with the same seed.
+schedule per iteration; a checkpoint is written atomically at epoch ends and, when a stop signal
+arrives (SLURM's requeue signal USR2, or TERM), at the next iteration boundary with the position
+in the epoch. It holds every RNG state, the epoch's running sums and the log entries of the
+epochs done; each sample's augmentation is seeded by (seed, epoch, index) (``resumable_data``), so
+a resumed run reproduces the losses of an uninterrupted one bit for bit on CPU with the same seed.
+The run folder's own rules (one writer, a finished run left alone, no resume under another
+config) are in :mod:`maskalign.engine.run_folder`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -18,15 +23,22 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from maskalign.amp import autocast
+from maskalign.atomic import append_line
 from maskalign.checkpoint import (CheckpointError, export_encoder, latest_checkpoint, load_file,
                                   save_training_checkpoint)
-from maskalign.config import ConfigError, save_config, to_plain
+from maskalign.config import ConfigError, to_plain
 from maskalign.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from maskalign.engine.optim import build_adamw, cosine_lr, param_groups, scaled_lr, set_lr
+from maskalign.engine.resumable_data import SeededSamples, SkippingSampler
 from maskalign.engine.rng import rng_state, seed_everything, set_rng_state
+from maskalign.engine.run_folder import RunFolder, finished_summary, open_run
+from maskalign.errors import PathError
 from maskalign.labels import backbone_label
 from maskalign.objectives import Objective, build_objective
 from maskalign.records import Record, checkpoint_ref, now_iso, write_record
+from maskalign.runfolder.preempt import (Stopped, install_handler, quiet_worker, request_stop, stop_now,
+                                         stop_requested)
+from maskalign.runfolder.slurm_env import current_job_id
 
 
 def run_dir(cfg: Any) -> Path:
@@ -69,32 +81,47 @@ def pretrain_meta(cfg: Any, objective: Objective, epochs_done: int) -> dict[str,
     }
 
 
-class _Log:
-    """``log.jsonl``: one line per finished epoch; lines past a resume point are dropped."""
-
-    def __init__(self, path: Path, start_epoch: int, enabled: bool) -> None:
-        self.path, self.enabled = path, enabled
-        if enabled and path.exists():
-            keep = [ln for ln in path.read_text().splitlines()
-                    if ln.strip() and json.loads(ln).get("epoch", -1) < start_epoch]
-            from maskalign.atomic import atomic_write_text
-
-            atomic_write_text(path, "".join(ln + "\n" for ln in keep))
-
-    def write(self, entry: dict[str, Any]) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(entry) + "\n")
 
 
 def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) -> dict[str, Any]:
-    """Run (or resume) pre-training for ``cfg``; returns a summary with paths and final loss."""
-    start_time, t0 = now_iso(), time.time()
+    """Run (or resume) pre-training for ``cfg``; returns a summary with paths and final loss.
+
+    A finished run is not touched (the summary has ``already_finished``). A stop signal (see
+    :mod:`maskalign.runfolder.preempt`) ends the run at the next iteration boundary with a
+    mid-epoch checkpoint; ``stop_flag()`` (for tests) ends it at the next epoch end.
+    """
     info = dist_info or init_distributed(cfg.runtime.device)
     out = run_dir(cfg)
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+    done = finished_summary(cfg, out)
+    if done is not None:
+        if info.is_main:
+            print(f"[pretrain] {cfg.name} has finished already; nothing to do. Record: {done['record']}, "
+                  f"encoder: {done['encoder']} (runtime.restart=true starts over, keeping these aside)", flush=True)
+        return done
+    run = open_run(cfg, out, info.is_main)
+    restore_signals = install_handler()
+    try:
+        return _train(cfg, info, run, stop_flag)
+    except Stopped:  # reported by _stop_mid_epoch, before submitit may exit from under it
+        raise
+    except OSError as e:  # what no writer turned into a PathError already
+        err = PathError.from_os_error(e)
+        run.event("failed", error=str(err))
+        raise err from None
+    except BaseException as e:
+        if not isinstance(e, SystemExit):
+            run.event("failed", error=f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}")
+        raise
+    finally:
+        restore_signals()
+        run.close()
+
+
+def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str, Any]:
+    start_time, t0 = now_iso(), time.time()
+    out = run.out
+    for note in run.notes:
+        print(f"[pretrain] {note}", flush=True)
     seed_everything(cfg.seed + info.rank)
     if cfg.data.dataset == "imagenet" and cfg.data.root:
         # Fail on a wrong data path before a teacher is downloaded or trained.
@@ -102,16 +129,18 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
 
         check_split_dir(Path(cfg.data.root), "train")
     objective = build_objective(cfg).to(info.device)
-    dataset = build_train_set(cfg, objective)
+    dataset = SeededSamples(build_train_set(cfg, objective), cfg.seed)
     per_proc, rem = divmod(cfg.optim.total_batch_size, info.world_size * cfg.optim.accum_iter)
     if rem or per_proc < 1:
         raise ConfigError(f"optim.total_batch_size={cfg.optim.total_batch_size} is not divisible by "
                          f"world size {info.world_size} x accum_iter {cfg.optim.accum_iter}")
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
+    sampler = SkippingSampler(DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
+                                                 shuffle=True, seed=cfg.seed, drop_last=True))
+    # The loader's own generator: creating an epoch's iterator must not draw from the global RNG,
+    # whose state a mid-epoch checkpoint restores *after* that iterator was made.
     loader = DataLoader(dataset, batch_size=per_proc, sampler=sampler, num_workers=cfg.data.num_workers,
-                        drop_last=True, pin_memory=info.device.type == "cuda",
-                        persistent_workers=False)
+                        drop_last=True, pin_memory=info.device.type == "cuda", persistent_workers=False,
+                        worker_init_fn=quiet_worker, generator=torch.Generator().manual_seed(cfg.seed))
     iters = len(loader)
     if iters == 0:
         raise ConfigError(f"the training set ({len(dataset)} images) is smaller than one batch of {per_proc}")
@@ -126,10 +155,13 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
             objective, device_ids=[info.device.index] if info.device.type == "cuda" else None,
             find_unused_parameters=objective.find_unused_parameters)
 
-    start_epoch, step = 0, 0
-    ckpt_path = latest_checkpoint(out)
+    barrier()  # the main process has checked the folder (and set old outputs aside on a restart)
+    start_epoch, start_iter, step = 0, 0, 0
+    history: list[dict[str, Any]] = []
+    accum: dict[str, Any] = {}
+    ckpt_path = run.ckpt_path if info.is_main else latest_checkpoint(out)
     if ckpt_path is not None:
-        ckpt = load_file(ckpt_path)
+        ckpt = run.ckpt if run.ckpt is not None else load_file(ckpt_path)
         own = objective.state_dict()
         wrong = [k for k, v in ckpt["model"].items() if k in own and own[k].shape != v.shape]
         if wrong:
@@ -142,10 +174,15 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
                                   f"unexpected {unexpected[:4]})")
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+        start_iter = int(ckpt.get("iter_in_epoch", 0))
+        history = list(ckpt.get("history") or [])
+        accum = dict(ckpt.get("accum") or {})
         set_rng_state(ckpt["rng"])
+        run.ckpt = None  # the optimizer holds its own copy now
         if info.is_main:
-            print(f"[pretrain] resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
-    log = _Log(out / "log.jsonl", start_epoch, info.is_main)
+            where = f"epoch {start_epoch}" + (f", iteration {start_iter}/{iters}" if start_iter else "")
+            print(f"[pretrain] resumed from {ckpt_path} at {where}", flush=True)
+    run.log_history(history)
     if info.is_main:
         print(f"[pretrain] {cfg.name}: {objective.name} on {len(dataset)} images, {iters} it/epoch, "
               f"batch {cfg.optim.total_batch_size} (per process {per_proc}), lr {lr:.3g}, "
@@ -153,17 +190,22 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
 
     max_steps = cfg.runtime.max_steps
     total_iters = cfg.optim.epochs * iters
-    last_loss = float("nan")
-    epoch = start_epoch
+    last_loss = history[-1]["loss"] if history else float("nan")
+    epochs_done = start_epoch
     for epoch in range(start_epoch, cfg.optim.epochs):
-        sampler.set_epoch(epoch)
+        skip = start_iter if epoch == start_epoch else 0
+        sampler.set_epoch(epoch, skip * per_proc)
+        dataset.set_epoch(epoch)
         model.train()
-        loss_sum = torch.zeros((), device=info.device)
-        metric_sums: dict[str, torch.Tensor] = {}
-        n_seen = 0
+        loss_sum = accum.get("loss_sum", torch.zeros(())).to(info.device) if skip else torch.zeros((), device=info.device)
+        metric_sums: dict[str, torch.Tensor] = {k: v.to(info.device) for k, v in accum.get("metric_sums", {}).items()} \
+            if skip else {}
+        n_seen = int(accum.get("n_seen", 0)) if skip else 0
         t_epoch = time.time()
         bar = _progress(iters, f"epoch {epoch + 1}/{cfg.optim.epochs}", info.is_main)
-        for it, (images, _) in enumerate(loader):
+        if bar is not None and skip:
+            bar.update(skip)
+        for it, (images, _) in enumerate(loader, start=skip):
             if it % cfg.optim.accum_iter == 0:
                 set_lr(optimizer, cosine_lr(epoch + it / iters, lr, cfg.optim.min_lr,
                                             cfg.optim.warmup_epochs, cfg.optim.epochs))
@@ -174,7 +216,8 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
             with autocast(info.device, cfg.runtime.amp):
                 result = model(images)
             (result.loss / cfg.optim.accum_iter).backward()
-            if (it + 1) % cfg.optim.accum_iter == 0:
+            boundary = (it + 1) % cfg.optim.accum_iter == 0
+            if boundary:
                 if cfg.optim.clip_grad:
                     torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.optim.clip_grad)
                 optimizer.step()
@@ -193,6 +236,13 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
                     bar.set_postfix(loss=f"{loss_sum.item() / n_seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             if max_steps is not None and step >= max_steps:
                 break
+            if boundary and it + 1 < iters and _stop_agreed(info):
+                if bar is not None:
+                    bar.close()
+                _stop_mid_epoch(run, info, _state(objective, optimizer, epoch, step, cfg, history, it + 1,
+                                                  {"loss_sum": loss_sum.cpu(), "n_seen": n_seen,
+                                                   "metric_sums": {k: v.cpu() for k, v in metric_sums.items()}}),
+                                epoch, it + 1, iters)
         if bar is not None:
             bar.close()
         mean_loss = all_reduce_mean(loss_sum / max(n_seen, 1)).item()
@@ -202,25 +252,33 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
         last_loss = mean_loss
         dt = time.time() - t_epoch
         entry = {"epoch": epoch, "loss": mean_loss, "lr": optimizer.param_groups[0]["lr"], "step": step,
-                 "sec_per_iter": dt / max(n_seen, 1),
-                 "images_per_s": n_seen * per_proc * info.world_size / max(dt, 1e-9),
+                 "sec_per_iter": dt / max(n_seen - skip, 1),
+                 "images_per_s": (n_seen - skip) * per_proc * info.world_size / max(dt, 1e-9),
                  **{k: all_reduce_mean(v / max(n_seen, 1)).item() for k, v in metric_sums.items()}}
+        history.append(entry)
         done = epoch + 1
+        epochs_done = done
         finished = done == cfg.optim.epochs or (max_steps is not None and step >= max_steps)
         if info.is_main:
             if done % cfg.runtime.save_every == 0 or finished:
                 keep = done if cfg.runtime.keep_every and done % cfg.runtime.keep_every == 0 else None
-                save_training_checkpoint(out, _state(objective, optimizer, done, step, cfg), keep)
-            log.write(entry)
+                save_training_checkpoint(out, _state(objective, optimizer, done, step, cfg, history), keep)
+            # After the checkpoint: a crash in between leaves a checkpoint whose history has this
+            # line, and the next start rewrites log.jsonl from that history.
+            append_line(out / "log.jsonl", json.dumps(entry))
             print(f"[pretrain] epoch {done}/{cfg.optim.epochs} loss {mean_loss:.5f} "
                   f"({entry['images_per_s']:.1f} img/s)", flush=True)
         barrier()
         if finished or (stop_flag is not None and stop_flag()):
             break
+        if _stop_agreed(info):  # a signal during the epoch's last iteration: stop at its end
+            saved = done % cfg.runtime.save_every == 0
+            _stop_mid_epoch(run, info, None if saved else _state(objective, optimizer, done, step, cfg, history),
+                            done, 0, iters)
 
-    summary: dict[str, Any] = {"out_dir": str(out), "final_loss": last_loss, "epochs_done": epoch + 1}
+    summary: dict[str, Any] = {"out_dir": str(out), "final_loss": last_loss, "epochs_done": epochs_done}
     if info.is_main:
-        meta = pretrain_meta(cfg, objective, epoch + 1)
+        meta = pretrain_meta(cfg, objective, epochs_done)
         enc = export_encoder(out, objective.encoder_state_dict(), meta, objective.state_dict_to_save())
         summary["encoder"] = str(enc)
         write_record(out, Record(
@@ -229,14 +287,48 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
             reconstruct_ratio=meta["reconstruct_ratio"], pt_epochs=meta["pt_epochs"], paper_ref=meta["paper_ref"],
             metrics={"final_loss": last_loss}, checkpoint=checkpoint_ref(enc), config=to_plain(cfg),
             start_time=start_time, wall_time_s=time.time() - t0))
+        run.event("finished", epochs=epochs_done, final_loss=last_loss)
     barrier()
     return summary
 
 
-def _state(objective: Objective, optimizer: torch.optim.Optimizer, epoch: int, step: int, cfg: Any) -> dict[str, Any]:
+def _stop_agreed(info: DistInfo) -> bool:
+    """Whether a stop was requested in any process (all processes must stop at the same iteration)."""
+    flag = stop_requested() is not None
+    if info.world_size == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=info.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    if t.item() > 0 and not flag:
+        request_stop()
+    return t.item() > 0
+
+
+def _stop_mid_epoch(run: RunFolder, info: DistInfo, state: dict[str, Any] | None, epoch: int, it: int,
+                    iters: int) -> None:
+    """Write the stop checkpoint (``state=None``: the epoch-end one is already written), then leave."""
+    if info.is_main and state is not None:
+        save_training_checkpoint(run.out, state)
+    barrier()
+    where = f"epoch {epoch + 1}, iteration {it}/{iters}" if it else f"the end of epoch {epoch}"
+    sig = stop_requested()
+    name = signal.Signals(sig).name if sig else "a stop request"
+    message = (f"stopped by {name} at {where}; checkpoint written to {run.out / 'checkpoint.pth'} "
+               f"(the same command resumes there)")
+    run.event("stopped", signal=name, detail=f"at {where}")
+    if info.is_main:
+        print(f"[pretrain] {message}", flush=True)
+    stop_now(message)
+
+
+def _state(objective: Objective, optimizer: torch.optim.Optimizer, epoch: int, step: int, cfg: Any,
+           history: list[dict[str, Any]], iter_in_epoch: int = 0, accum: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A resumable checkpoint: ``epoch`` epochs done plus ``iter_in_epoch`` iterations of the next,
+    with that epoch's running sums (``accum``) and every finished epoch's log entry (``history``)."""
     return {"model": objective.state_dict_to_save(), "optimizer": optimizer.state_dict(), "epoch": epoch,
             "step": step, "config": to_plain(cfg), "rng": rng_state(),
-            "meta": pretrain_meta(cfg, objective, epoch)}
+            "meta": pretrain_meta(cfg, objective, epoch), "iter_in_epoch": iter_in_epoch, "accum": accum or {},
+            "history": history, "owner_job": current_job_id()}
 
 
 def _progress(total: int, desc: str, enabled: bool):

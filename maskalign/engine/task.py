@@ -35,5 +35,13 @@ class PretrainTask(Checkpointable):
 
         return train(OmegaConf.create(self.cfg))
 
+    def validate(self) -> None:
+        """The checks the launcher runs before sbatch: data root, teacher checkpoint, run folder."""
+        from omegaconf import OmegaConf
+
+        from maskalign.engine.preflight import validate
+
+        validate(OmegaConf.create(self.cfg))
+
     def __repr__(self) -> str:
         return f"PretrainTask({self.cfg.get('name')!r})"

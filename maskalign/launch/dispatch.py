@@ -135,6 +135,9 @@ def _launch(tasks: list[Any], args: argparse.Namespace, folders: list[Path], nam
                 results.append(None)
                 errors.append(e)
         return LaunchResult(LOCAL, name, folders, results=results, errors=errors)
+    for task in tasks:  # the job's own checks, before anything is queued
+        if callable(getattr(task, "validate", None)):
+            task.validate()
     check_cluster(spec)
     params = spec.sbatch_params(name, dependency)
     ex = executor(logs, params, spec.max_requeues)
@@ -167,4 +170,8 @@ def _launch(tasks: list[Any], args: argparse.Namespace, folders: list[Path], nam
 
 
 def _local_reason(args: argparse.Namespace) -> str:
-    return "--local given" if opt(args, "local", False) else "no SLURM here (no sbatch on PATH)"
+    if opt(args, "local", False):
+        return "--local given"
+    if opt(args, "slurm_silence", None):
+        return f"SLURM's tools are on PATH but no controller answers ({args.slurm_silence}); this demo runs here"
+    return "no SLURM here (no sbatch on PATH)"

@@ -109,6 +109,15 @@ def use_slurm(args: argparse.Namespace) -> bool:
         return False
     if opt(args, "slurm", False) and not slurm_available():
         raise LaunchError("launcher: --slurm given but there is no sbatch on PATH")
+    # A demo run (the entry script sets args.local_fallback) runs here when SLURM's tools are
+    # installed but no controller answers; an explicit --slurm still errors.
+    if slurm_available() and opt(args, "local_fallback", False) and not opt(args, "slurm", False):
+        from maskalign.runfolder.slurm_env import controller_silence
+
+        if not hasattr(args, "slurm_silence"):  # probe the controller once per command
+            args.slurm_silence = controller_silence()
+        if args.slurm_silence:
+            return False
     return slurm_available()
 
 
@@ -163,6 +172,9 @@ def write_job_info(run_folder: Path, job_id: str, name: str, params: dict[str, A
             "host": socket.gethostname(), "logs": str(logs.resolve()), "sbatch": params,
             "command": [sys.executable, *sys.argv], "cwd": os.getcwd()}
     atomic_write_text(run_folder / JOB_INFO, json.dumps(info, indent=2, default=str) + "\n")
+    from maskalign.runfolder.history import record_event
+
+    record_event(run_folder, "submitted", job_id=str(job_id), name=name)
 
 
 def read_job_info(run_folder: str | os.PathLike) -> dict[str, Any] | None:

@@ -73,7 +73,16 @@ def _evaluate(model: TokenCNN, loader: DataLoader) -> float:
 
 def train_demo_teacher(demo_imagenet: Path, out: Path, epochs: int = 12, corpus: int = 3000,
                        seed: int = 0) -> dict:
-    """Train, evaluate on the demo ImageNet val split, and save to ``out/encoder.pth``."""
+    """Train, evaluate on the demo ImageNet val split, and save to ``out/encoder.pth``.
+
+    Runs under a forked RNG: training the teacher (a first run) or loading it from the cache
+    leaves the caller's RNG in the same state, so the student that follows is the same either way.
+    """
+    with torch.random.fork_rng(devices=[]):
+        return _train_demo_teacher(demo_imagenet, out, epochs, corpus, seed)
+
+
+def _train_demo_teacher(demo_imagenet: Path, out: Path, epochs: int, corpus: int, seed: int) -> dict:
     from maskalign.atomic import atomic_torch_save, atomic_write_text
     from maskalign.data.demo_world import NUM_CLASSES
     from maskalign.data.imagenet import image_folder

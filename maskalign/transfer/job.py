@@ -16,6 +16,7 @@ from maskalign.config import save_config, to_plain
 from maskalign.distributed import DistInfo, init_distributed
 from maskalign.engine.rng import seed_everything
 from maskalign.metric_names import Metric
+from maskalign.runfolder.lock import take_folder
 from maskalign.tasks.spec import run_folder
 from maskalign.transfer.source import PretrainedEncoder, TransferRecorder, load_pretrained
 
@@ -52,7 +53,7 @@ def start_job(task: str, cfg: Any, ckpt: str | Path, dist_info: DistInfo | None 
     info = dist_info or init_distributed(cfg.runtime.device)
     out = run_dir(cfg, task)
     if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        take_folder(out)  # runfolder edit: one writer, stale temps removed, I/O failures in one line
         save_config(cfg, out / "config.yaml")
     seed_everything(int(cfg.seed) + info.rank)
     source = load_pretrained(ckpt)

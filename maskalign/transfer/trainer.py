@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from maskalign.amp import autocast
-from maskalign.atomic import atomic_torch_save, atomic_write_text
+from maskalign.atomic import append_line, atomic_torch_save, atomic_write_text
 from maskalign.checkpoint import CheckpointError, load_file
 from maskalign.config import ConfigError
 from maskalign.distributed import DistInfo, all_reduce_mean, barrier
@@ -153,8 +153,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
             atomic_torch_save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                                "epoch": done, "step": step, "rng": rng_state(), "best": best, "last": last,
                                **saved}, out / LAST)
-            with open(log_path, "a") as f:
-                f.write(json.dumps(entry) + "\n")
+            append_line(log_path, json.dumps(entry))  # runfolder edit: a full disk is one line
             print(f"[{tag}] epoch {done}/{schedule.epochs} train loss {train_loss:.4f} | val top-1 "
                   f"{stats['top1']:.2f} top-5 {stats['top5']:.2f} (best {best['top1']:.2f}) "
                   f"[{entry['train_images_per_s']:.0f} img/s]", flush=True)

@@ -1,0 +1,174 @@
+"""A pre-training run folder across starts: finished-run check, lock, restart, resume checks, history.
+
+What happens, in order, before the engine builds anything:
+
+1. ``finished_summary``: a run whose ``record.json`` is there and whose checkpoint is complete for
+   this config is left alone: nothing is written, the caller prints where the results are.
+2. ``open_run`` (main process): take the folder's lock (``run.lock``), remove temp files of killed
+   writes, set the previous outputs aside on ``runtime.restart=true`` (renamed
+   ``replaced-<time>.<name>``, never deleted), read the newest checkpoint and refuse one written
+   under another config, *then* write ``config.yaml``, and append ``started`` to ``status.jsonl``.
+3. ``RunFolder.log_history``: ``log.jsonl`` is rewritten from the checkpoint's own list of epoch
+   log entries, so a crash between checkpoint and log line loses no line and a crash after a log
+   line but before its checkpoint leaves no line of an epoch that will be run again.
+
+A checkpoint records the SLURM job that wrote it, so a requeued start of a ``runtime.restart=true``
+job resumes its own progress instead of restarting again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from maskalign.atomic import atomic_write_text, remove_stale_temps
+from maskalign.checkpoint import CheckpointError, latest_checkpoint, load_file
+from maskalign.config import save_config, to_plain
+from maskalign.records import RECORD_FILENAME
+from maskalign.runfolder.history import record_event
+from maskalign.runfolder.lock import RunLock
+from maskalign.runfolder.slurm_env import current_job_id
+
+# Keys that may differ between the starts of one run: where things are, how often to log or save,
+# how many loader processes (SeededSamples makes the batches independent of it), the device, and
+# how far to go (max_steps, a smoke-test knob).
+RESUMABLE_KEYS = ("name", "output_dir", "data.root", "data.num_workers", "runtime.device", "runtime.save_every",
+                  "runtime.keep_every", "runtime.log_every", "runtime.max_steps", "runtime.restart")
+# The run's outputs, set aside together on an explicit restart.
+OUTPUTS = ("record.json", "log.jsonl", "config.yaml", "checkpoint.pth", "encoder.pth", "encoder.json",
+           "pretrain_model.pth")
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(key, old value, new value)`` for every setting that changes the run's results."""
+    a, b = _flat(old), _flat(new)
+    keys = sorted(set(a) | set(b))
+    return [(k, a.get(k), b.get(k)) for k in keys
+            if a.get(k) != b.get(k) and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)]
+
+
+def check_same_config(where: Path, old: dict[str, Any], cfg: Any) -> None:
+    diffs = config_differences(old, to_plain(cfg))
+    if diffs:
+        shown = "; ".join(f"{k}={o!r} there, {n!r} now" for k, o, n in diffs[:3])
+        more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""
+        raise CheckpointError(f"{where}: does not fit this config ({shown}{more}); resume with the run's own "
+                              f"config.yaml, or start over with runtime.restart=true (the old outputs are kept aside)")
+
+
+def complete(ckpt: dict[str, Any], cfg: Any) -> bool:
+    """Whether a checkpoint ends the run ``cfg`` asks for (all epochs, or ``max_steps`` reached)."""
+    if int(ckpt.get("iter_in_epoch", 0)):
+        return False
+    max_steps = cfg.runtime.max_steps
+    return int(ckpt["epoch"]) >= int(cfg.optim.epochs) or (max_steps is not None and int(ckpt["step"]) >= max_steps)
+
+
+def finished_summary(cfg: Any, out: Path) -> dict[str, Any] | None:
+    """The summary of a finished run of exactly this config, read without writing anything; else ``None``."""
+    if getattr(cfg.runtime, "restart", False) or not (out / RECORD_FILENAME).is_file():
+        return None
+    try:
+        record = json.loads((out / RECORD_FILENAME).read_text())
+    except (OSError, ValueError):
+        return None
+    ckpt_path = latest_checkpoint(out)
+    if ckpt_path is not None:
+        ckpt = load_file(ckpt_path)
+        check_same_config(ckpt_path, ckpt.get("config") or {}, cfg)
+        if not complete(ckpt, cfg):
+            return None
+    else:  # the checkpoint was deleted to save space: the record's config says what ran
+        check_same_config(out / RECORD_FILENAME, record.get("config") or {}, cfg)
+    enc = out / "encoder.pth"
+    return {"out_dir": str(out), "final_loss": (record.get("metrics") or {}).get("final_loss"),
+            "epochs_done": record.get("pt_epochs"), "encoder": str(enc), "already_finished": True,
+            "record": str(out / RECORD_FILENAME)}
+
+
+def set_aside(out: Path) -> list[Path]:
+    """Rename the run's outputs to ``replaced-<time>.<name>`` (out of every glob that reads them)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    names = [*OUTPUTS, *(p.name for p in out.glob("checkpoint-*.pth"))]
+    moved = []
+    for name in names:
+        p = out / name
+        if p.is_file():
+            target = out / f"replaced-{stamp}.{name}"
+            os.replace(p, target)
+            moved.append(target)
+    return moved
+
+
+@dataclass
+class RunFolder:
+    """One start of a pre-training run in its folder (main process: holds the lock)."""
+
+    out: Path
+    is_main: bool
+    lock: RunLock | None = None
+    ckpt_path: Path | None = None
+    ckpt: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def log_history(self, history: list[dict[str, Any]]) -> None:
+        """Make ``log.jsonl`` hold exactly the checkpoint's epoch entries."""
+        if self.is_main:
+            text = "".join(json.dumps(e) + "\n" for e in history)
+            path = self.out / "log.jsonl"
+            if not path.is_file() or path.read_text() != text:
+                atomic_write_text(path, text)
+
+    def event(self, event: str, **fields: Any) -> None:
+        if self.is_main:
+            record_event(self.out, event, **fields)
+
+    def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+
+
+def open_run(cfg: Any, out: Path, is_main: bool) -> RunFolder:
+    """Lock, clean, restart or check, then write ``config.yaml`` (main process; others only wait)."""
+    run = RunFolder(out, is_main)
+    if not is_main:
+        return run
+    run.lock = RunLock(out).acquire()
+    try:
+        if run.lock.note:
+            run.notes.append(run.lock.note)
+        if removed := remove_stale_temps(out):
+            run.notes.append(f"removed {len(removed)} temporary file(s) of an interrupted write")
+        ckpt_path = latest_checkpoint(out)
+        ckpt = load_file(ckpt_path) if ckpt_path is not None else None
+        if getattr(cfg.runtime, "restart", False):
+            job = current_job_id()
+            own = ckpt is not None and job is not None and ckpt.get("owner_job") == job
+            if not own and (moved := set_aside(out)):
+                run.notes.append(f"runtime.restart=true: kept the previous outputs aside as "
+                                 f"{moved[0].name.split('.', 1)[0]}.* ({len(moved)} files)")
+                ckpt_path = ckpt = None
+        if ckpt is not None:
+            check_same_config(ckpt_path, ckpt.get("config") or {}, cfg)
+        run.ckpt_path, run.ckpt = ckpt_path, ckpt
+        save_config(cfg, out / "config.yaml")
+        pos = ({"epoch": int(ckpt["epoch"]), "iteration": int(ckpt.get("iter_in_epoch", 0))}
+               if ckpt is not None else None)
+        run.event("started", resumed_from=pos)
+    except BaseException:
+        run.close()
+        raise
+    return run

@@ -1,0 +1,93 @@
+"""Preemption: a signal only sets a stop flag; the training loop checkpoints, then requeues or exits.
+
+SLURM announces the end of a job's time (``--signal USR2@delay``, submitit's requeue signal) and a
+requeue or cancellation (SIGTERM, then SIGKILL after the cluster's ``KillWait``). Checkpointing from
+inside a signal handler, as submitit's own handler does, interrupts the training step at an
+arbitrary bytecode and lets the DataLoader workers die in mid-batch. Instead:
+
+* ``install_handler()`` (called by the training loop) replaces the USR2 and TERM handlers of the
+  main process by one that records the signal, and keeps the previous ones (submitit's);
+* the loop calls ``stop_requested()`` at every iteration boundary, writes a mid-epoch checkpoint
+  and then calls ``stop_now()``: after USR2 inside a submitit job it runs submitit's own handler,
+  which pickles the task again, requeues the job (same id) and exits; otherwise (TERM, or a run
+  on this machine) it raises ``Stopped``, a ``SystemExit`` with status 128 + signal, so the
+  DataLoader iterator is shut down normally on the way out and no traceback is printed;
+* ``quiet_worker`` (the DataLoader's ``worker_init_fn``) makes workers ignore both signals: only the
+  main process decides, and it shuts them down.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
+_state: dict[str, Any] = {"signal": None, "owner": None, "saved": {}}
+
+
+class Stopped(SystemExit):
+    """Raised after the checkpoint of a stop request (exit status 128 + the signal's number)."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(128 + signum)
+        self.signum, self.message = signum, message
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    if os.getpid() == _state["owner"] and _state["signal"] is None:
+        _state["signal"] = signum
+
+
+def install_handler() -> Callable[[], None]:
+    """Catch USR2 and TERM in this (main) process; returns a function that puts the old handlers back.
+
+    Off the main thread (where signals cannot be caught) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    _state.update(signal=None, owner=os.getpid(), saved={s: signal.getsignal(s) for s in SIGNALS})
+    for s in SIGNALS:
+        signal.signal(s, _on_signal)
+    return restore
+
+
+def restore() -> None:
+    """Put back the handlers ``install_handler`` replaced (idempotent)."""
+    saved, _state["saved"] = _state["saved"], {}
+    for s, handler in saved.items():
+        try:
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        except (ValueError, TypeError):
+            pass
+
+
+def stop_requested() -> int | None:
+    """The signal that asked this process to stop, or ``None``."""
+    return _state["signal"]
+
+
+def request_stop(signum: int = signal.SIGUSR2) -> None:
+    """Ask for a stop as a signal would (for callers that know of a preemption by other means)."""
+    _state["signal"] = signum
+
+
+def stop_now(message: str) -> None:
+    """After the checkpoint: requeue through submitit (USR2 in a submitit job), else exit.
+
+    Never returns: submitit's handler exits the process after requeueing; otherwise ``Stopped``.
+    """
+    signum = _state["signal"] or signal.SIGTERM
+    previous = _state["saved"].get(signum)
+    restore()
+    if signum == signal.SIGUSR2 and callable(previous):
+        previous(signum, None)  # submitit: checkpoint() -> pickle the task, scontrol requeue, sys.exit
+    raise Stopped(signum, message)
+
+
+def quiet_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of the training DataLoader: workers leave stop signals to the main process."""
+    for s in SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
