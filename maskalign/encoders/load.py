@@ -69,6 +69,10 @@ def build_model(arch: dict[str, Any], img_size: int | None = None, **timm_kwargs
     """A fresh timm model of ``arch`` (as in ``LoadedEncoder.meta["arch"]``), no weights loaded."""
     import timm
 
+    if "timm_model" not in arch:  # this project's arch dicts before families: a plain timm ViT
+        arch = {**arch, "timm_model": "vit_base_patch16_224",
+                "timm_kwargs": {k: arch[k] for k in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
+                                if k in arch}}
     kwargs = {"num_classes": 0, **arch.get("timm_kwargs", {}), **timm_kwargs,
               "img_size": int(img_size or arch["img_size"])}
     return timm.create_model(arch["timm_model"], pretrained=False, **kwargs)
@@ -173,6 +177,8 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
     project = _file_meta(s.path, info) if s.kind == "file" else {}
     family = families.detect(set(raw), src)
     timm_arch = info.get("timm_arch") if info.get("timm_arch") and timm.is_model(info.get("timm_arch")) else None
+    if family == "clip" and (project.get("arch") or {}).get("timm_model"):
+        timm_arch = str(project["arch"]["timm_model"])
     if family == "clip":
         family = _clip_family(raw, options, timm_arch, src)
     kept = convert.split_dropped(raw, family, report)
@@ -181,7 +187,10 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
         family = families.resolve_layer_scale(state)
     given = options.get("num_heads") or (project.get("arch") or {}).get("num_heads")
     base, kwargs, native = families.model_kwargs(family, state, int(given) if given else None, src)
-    if timm_arch:  # timm's own training checkpoint names its model: its defaults (heads, eps, act) are exact
+    stored = project.get("arch") or {}
+    if stored.get("timm_model") and stored.get("family"):  # a file this loader's jobs wrote (a classifier)
+        base, family = str(stored["timm_model"]), str(stored["family"])
+    elif timm_arch:  # timm's own training checkpoint names its model: its defaults (heads, eps, act) are exact
         base = timm_arch
         kwargs.pop("num_heads", None) if not given else None
     arch = {"timm_model": base, "timm_kwargs": kwargs, "img_size": native}

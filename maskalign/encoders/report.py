@@ -33,9 +33,11 @@ def group_of(key: str) -> str:
 
 
 def describe_keys(keys: list[str], limit: int = 4) -> str:
-    """The first keys of a list, for a one-line message."""
-    keys = sorted(keys)
-    return ", ".join(keys[:limit]) + (f" (+{len(keys) - limit} more)" if len(keys) > limit else "")
+    """``blocks 2,5`` then the first other keys, so that a long list stays one readable line."""
+    blocks = sorted({int(m.group(1)) for k in keys if (m := re.match(r"blocks\.(\d+)\.", k))})
+    other = sorted(k for k in keys if not k.startswith("blocks."))
+    parts = [f"blocks {','.join(map(str, blocks))}"] if blocks else []
+    return ", ".join(parts + other[:limit]) + (f" (+{len(other) - limit} more)" if len(other) > limit else "")
 
 
 @dataclass

@@ -16,13 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskalign.errors import UserError
+from maskalign.checkpoint import CheckpointError
 
 KINDS = ("file", "timm", "open_clip")
 OPTIONS = {"act": ("gelu", "quickgelu"), "num_heads": None}
 
 
-class EncoderError(UserError):
+class EncoderError(CheckpointError):
     """An encoder spec or file that cannot be loaded exactly; the message names it and why."""
 
 
