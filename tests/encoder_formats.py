@@ -66,28 +66,29 @@ def dino(tmp: Path) -> tuple[Path, nn.Module]:
     return tmp / "dino_pretrain.pth", ref
 
 
-def dinov2(tmp: Path, registers: int = 0) -> tuple[Path, nn.Module]:
+def dinov2(tmp: Path, registers: int = 0, img_size: int = 56, **kw) -> tuple[Path, nn.Module]:
     """DINOv2's hub file: ``ls*.gamma``, ``mask_token``; with registers ``register_tokens`` and a
     position table that holds the [CLS] row (timm folds it into ``cls_token``)."""
     name = "vit_small_patch14_reg4_dinov2" if registers else "vit_small_patch14_dinov2"
-    ref = timm_model(name, 56, **({"reg_tokens": registers} if registers else {}))
+    ref = timm_model(name, img_size, **({"reg_tokens": registers} if registers else {}), **kw)
     sd = dict(ref.state_dict())
+    dim = ref.embed_dim
     if registers:
-        pos0 = 0.1 * torch.randn(1, 1, DIM)
+        pos0 = 0.1 * torch.randn(1, 1, dim)
         sd["register_tokens"] = sd.pop("reg_token")
         sd["cls_token"] = sd["cls_token"] - pos0
         sd["pos_embed"] = torch.cat([pos0, sd["pos_embed"]], dim=1)
-    sd["mask_token"] = torch.zeros(1, DIM)
+    sd["mask_token"] = torch.zeros(1, dim)
     path = tmp / f"dinov2{'_reg' if registers else ''}_pretrain.pth"
     torch.save(sd, path)
     return path, ref
 
 
-def deit3(tmp: Path) -> tuple[Path, nn.Module]:
+def deit3(tmp: Path, img_size: int = 32, **kw) -> tuple[Path, nn.Module]:
     """DeiT III's release: ``{"model": ...}`` with ``blocks.N.gamma_1/gamma_2`` and the classifier head."""
-    ref = timm_model("deit3_small_patch16_224", 32, patch_size=8)
+    ref = timm_model("deit3_small_patch16_224", img_size, **{"patch_size": 8, **kw})
     sd = {k.replace("ls1.gamma", "gamma_1").replace("ls2.gamma", "gamma_2"): v for k, v in ref.state_dict().items()}
-    sd.update({"head.weight": torch.zeros(10, DIM), "head.bias": torch.zeros(10)})
+    sd.update({"head.weight": torch.zeros(10, ref.embed_dim), "head.bias": torch.zeros(10)})
     torch.save({"model": sd}, tmp / "deit3.pth")
     return tmp / "deit3.pth", ref
 
@@ -107,19 +108,20 @@ def beit(tmp: Path, shared: bool = False) -> tuple[Path, nn.Module]:
     return tmp / "beit.pth", ref
 
 
-def open_clip_model(quick_gelu: bool = True, image_size: int = 32) -> nn.Module:
+def open_clip_model(quick_gelu: bool = True, image_size: int = 32, layers: int = 2, width: int = DIM,
+                    heads: int = HEADS) -> nn.Module:
     import open_clip
 
     model = open_clip.CLIP(embed_dim=16, quick_gelu=quick_gelu,
-                           vision_cfg={"layers": 2, "width": DIM, "head_width": DIM // HEADS, "patch_size": 8,
+                           vision_cfg={"layers": layers, "width": width, "head_width": width // heads, "patch_size": 8,
                                        "image_size": image_size},
                            text_cfg={"context_length": 8, "vocab_size": 50, "width": 32, "heads": 2, "layers": 1})
     return perturb(model)
 
 
-def clip(tmp: Path, openai: bool = True) -> tuple[Path, nn.Module]:
+def clip(tmp: Path, openai: bool = True, **kw) -> tuple[Path, nn.Module]:
     """CLIP weights (``visual.*`` + text tower); OpenAI's state dict also holds three metadata scalars."""
-    ref = open_clip_model(quick_gelu=openai)
+    ref = open_clip_model(quick_gelu=openai, **kw)
     sd = dict(ref.state_dict())
     if openai:
         sd.update({"input_resolution": torch.tensor(32), "context_length": torch.tensor(8),
@@ -127,3 +129,20 @@ def clip(tmp: Path, openai: bool = True) -> tuple[Path, nn.Module]:
     path = tmp / ("clip_openai.pt" if openai else "clip_laion.pt")
     torch.save(sd, path)
     return path, ref
+
+
+DEMO = {"embed_dim": 96, "depth": 6, "num_heads": 3, "patch_size": 8}  # the demo configs' ViT (vit_tiny_demo)
+
+
+def demo_sized(tmp: Path, family: str) -> str:
+    """A spec for a ``family`` checkpoint with the demo configs' ViT sizes at 64 px, in its official layout."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    if family == "dinov2_reg":
+        path, _ = dinov2(tmp, registers=4, img_size=64, **DEMO)
+    elif family == "clip":
+        path, _ = clip(tmp, openai=True, image_size=64, layers=6, width=96, heads=3)
+    elif family == "deit3":
+        path, _ = deit3(tmp, img_size=64, **DEMO)
+    else:
+        raise ValueError(family)
+    return f"{path}#num_heads=3"

@@ -131,6 +131,7 @@ def prepare(opts: JobOptions) -> tuple[Any, Any, Any, Path]:
     """Steps 1-3 of the module docstring: (cfg, source encoder, data registration, output folder)."""
     from maskalign.detection import configs, datasets
     from maskalign.detection._compat import import_detectron2
+    from maskalign.detection.timm_backbone import fit_backbone
     from maskalign.transfer.source import load_pretrained
 
     source = load_pretrained(opts.ckpt)
@@ -139,7 +140,7 @@ def prepare(opts: JobOptions) -> tuple[Any, Any, Any, Path]:
     cfg = configs.load_config(opts.config_file, opts.overrides)
     data = datasets.register(src)
     split = "val" if opts.eval_only or "train" not in data else "train"
-    configs.fit_backbone(cfg, source.arch, source=str(opts.ckpt))
+    fit_backbone(cfg, source, str(opts.ckpt))  # detectron2's ViT for plain ViTs, else the timm wrapper
     configs.set_num_classes(cfg, len(datasets.categories(src, split)))
     out = output_dir(opts)
     cfg.train.output_dir = str(out)
@@ -160,7 +161,8 @@ def run_job(opts: JobOptions) -> dict[str, Any]:
     from detectron2.utils.logger import setup_logger
 
     from maskalign.detection import configs
-    from maskalign.detection.convert import to_detectron2, write_detectron2_checkpoint
+    from maskalign.detection.convert import write_detectron2_checkpoint
+    from maskalign.detection.timm_backbone import detectron2_state
     from maskalign.detection.evaluate import evaluate
     from maskalign.transfer.source import TransferRecorder
 
@@ -189,7 +191,7 @@ def run_job(opts: JobOptions) -> dict[str, Any]:
 
     pretrained = out / "pretrained_d2.pth"
     if comm.is_main_process():
-        write_detectron2_checkpoint(source.state, pretrained)
+        write_detectron2_checkpoint(detectron2_state(source, cfg), pretrained, converted=True)
         try:
             LazyConfig.save(cfg, str(out / "config.yaml"))
         except Exception as e:  # saving is a convenience; never fail a job on it
@@ -198,7 +200,7 @@ def run_job(opts: JobOptions) -> dict[str, Any]:
     cfg.train.init_checkpoint = str(pretrained)
 
     model = instantiate(cfg.model).to(device)
-    fit = backbone_fit(model, to_detectron2(source.state))
+    fit = backbone_fit(model, detectron2_state(source, cfg))
     if fit["unexpected"] or fit["shape"]:
         raise UserError(
             f"{opts.ckpt}: encoder does not fit the config's ViT (unexpected {fit['unexpected'][:3]}, "

@@ -184,3 +184,15 @@ def model_kwargs(family: str, state: dict[str, torch.Tensor], num_heads: int | N
         kw.pop("reg_tokens")
         kw.pop("no_embed_class")
     return base, kw, grid * patch
+
+
+_PLAIN_KEY = re.compile(r"^(cls_token|pos_embed|patch_embed\.proj\.(weight|bias)|norm\.(weight|bias)|"
+                        r"blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2)\.(weight|bias))$")
+
+
+def is_plain_vit(state: dict[str, torch.Tensor], family: str) -> bool:
+    """An MAE-style ViT ([CLS] in the position table, qkv bias, no layer scale, registers or pre-norm):
+    what detectron2's and mmseg's own ViTs express exactly."""
+    pe = state.get("pos_embed")
+    return (family == "vit" and pe is not None and "cls_token" in state and _square(pe.shape[1] - 1) is not None
+            and "blocks.0.attn.qkv.bias" in state and all(_PLAIN_KEY.match(k) for k in state))
