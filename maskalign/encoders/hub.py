@@ -8,6 +8,9 @@ fail, and the failure is one line naming the spec.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -19,6 +22,16 @@ from maskalign.encoders.spec import EncoderError, EncoderSpec
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return (text.splitlines()[0] if text else type(e).__name__)[:200]
+
+
+@contextmanager
+def _quiet_download() -> Iterator[None]:
+    """huggingface_hub logs every retry; the failure is reported once, in the one-line error."""
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def timm_family(name: str) -> str:
@@ -47,7 +60,8 @@ def timm_pretrained(spec: EncoderSpec) -> nn.Module:
     if not timm.is_model(base):
         raise EncoderError(f"{spec.text}: timm {timm.__version__} has no model {base!r}")
     try:
-        model = timm.create_model(spec.target, pretrained=True, num_classes=0)
+        with _quiet_download():
+            model = timm.create_model(spec.target, pretrained=True, num_classes=0)
     except Exception as e:  # hub, network and cache errors of many kinds
         raise EncoderError(f"{spec.text}: timm could not load its pretrained weights ({_first_line(e)})") from None
     if not isinstance(model, (VisionTransformer, Beit)) or type(model).__name__ not in (
@@ -65,7 +79,8 @@ def open_clip_tower(spec: EncoderSpec) -> tuple[dict[str, torch.Tensor], dict[st
     if model_name not in open_clip.list_models():
         raise EncoderError(f"{spec.text}: open_clip {open_clip.__version__} has no model {model_name!r}")
     try:
-        clip = open_clip.create_model(model_name, pretrained=tag)
+        with _quiet_download():
+            clip = open_clip.create_model(model_name, pretrained=tag)
     except Exception as e:  # hub, network and tag errors of many kinds
         raise EncoderError(f"{spec.text}: open_clip could not load pretrained {tag!r} ({_first_line(e)})") from None
     visual = clip.visual
