@@ -40,22 +40,21 @@ from maskalign.encoders.spec import EncoderError
 
 @dataclass(frozen=True)
 class Family:
-    """A ViT family: its name in records, its table label and the timm model of its architecture."""
+    """A ViT family: its name in records (labels: ``label.FAMILY_LABELS``) and the timm model of its architecture."""
 
     name: str
-    label: str
     base: str
 
 
 FAMILIES = {f.name: f for f in (
-    Family("vit", "ViT", "vit_base_patch16_224"),
-    Family("dinov2", "DINOv2", "vit_base_patch14_dinov2"),
-    Family("dinov2_reg", "DINOv2-reg", "vit_base_patch14_reg4_dinov2"),
-    Family("clip", "CLIP", "vit_base_patch16_clip_224"),
-    Family("clip_quickgelu", "CLIP", "vit_base_patch16_clip_quickgelu_224"),
-    Family("deit3", "DeiT III", "deit3_base_patch16_224"),
-    Family("deit_distilled", "DeiT-distilled", "deit_base_distilled_patch16_224"),
-    Family("beit", "BEiT", "beit_base_patch16_224"),
+    Family("vit", "vit_base_patch16_224"),
+    Family("dinov2", "vit_base_patch14_dinov2"),
+    Family("dinov2_reg", "vit_base_patch14_reg4_dinov2"),
+    Family("clip", "vit_base_patch16_clip_224"),
+    Family("clip_quickgelu", "vit_base_patch16_clip_quickgelu_224"),
+    Family("deit3", "deit3_base_patch16_224"),
+    Family("deit_distilled", "deit_base_distilled_patch16_224"),
+    Family("beit", "beit_base_patch16_224"),
 )}
 SWIGLU_BASE = "vit_giant_patch14_dinov2"  # DINOv2-g: SwiGLU MLP (``mlp.w12``/``w3``)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from maskalign.encoders.families import FAMILIES
-
 PREFIX = "external:"
+# Dependency-free (the results tables import this module without torch).
+FAMILY_LABELS = {"vit": "ViT", "dinov2": "DINOv2", "dinov2_reg": "DINOv2-reg", "clip": "CLIP",
+                 "clip_quickgelu": "CLIP", "deit3": "DeiT III", "deit_distilled": "DeiT-distilled", "beit": "BEiT"}
 _SIZE_BY_WIDTH = {192: "tiny", 384: "small", 768: "base", 1024: "large", 1280: "huge", 1408: "giant",
                   1536: "giant", 1664: "gigantic"}
 _LETTER = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "huge": "H", "giant": "g", "gigantic": "G"}
@@ -36,7 +37,7 @@ def is_external(method: object) -> bool:
 def external_label(method: str) -> str:
     """``external:dinov2_reg:vit_base_patch14`` -> ``DINOv2-reg-B/14 (external)``."""
     _, family, backbone = (str(method).split(":") + ["", ""])[:3]
-    name = FAMILIES[family].label if family in FAMILIES else family
+    name = FAMILY_LABELS.get(family, family)
     m = re.fullmatch(r"vit_(\w+?)_patch(\d+)", backbone)
     if not m:
         return f"{name} (external)"

@@ -14,6 +14,8 @@ import re
 
 import numpy as np
 
+from maskalign.encoders.label import external_label, is_external
+
 MISSING = "—"
 NOT_APPLICABLE = ""
 
@@ -90,6 +92,8 @@ def parse_cell(text: str) -> float | None:
 
 
 def method_name(method: str) -> str:
+    if is_external(method):  # a published encoder: "DINOv2-reg-B/14 (external)"
+        return external_label(method)
     return _METHOD_NAMES.get(str(method).lower(), str(method))
 
 
