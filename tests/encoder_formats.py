@@ -97,7 +97,7 @@ def beit(tmp: Path, shared: bool = False) -> tuple[Path, nn.Module]:
     """BEiT v2 pre-training file (per-block relative position tables, index buffers, LM head,
     mask token, patch-aggregation layers); ``shared=True``: BEiT's one shared table."""
     kw = {"use_shared_rel_pos_bias": True, "use_rel_pos_bias": False} if shared else {}
-    ref = timm_model("beitv2_base_patch16_224", 32, patch_size=8, **kw)
+    ref = timm_model("beitv2_base_patch16_224", 32, patch_size=8, global_pool="token", **kw)  # final norm kept
     sd = {k: v for k, v in ref.state_dict().items()}
     for name, buf in ref.named_buffers():
         if name.endswith("relative_position_index"):

@@ -104,7 +104,7 @@ def test_beit_file_equals_reference(tmp_path: Path, shared: bool) -> None:
     # another size: timm's BEiT built for it, the table resized by timm's own filter from the original weights
     kw = {"use_shared_rel_pos_bias": True, "use_rel_pos_bias": False} if shared else {}
     big = timm.create_model("beitv2_base_patch16_224", img_size=48, patch_size=8, depth=2, embed_dim=fmts.DIM,
-                            num_heads=fmts.HEADS, num_classes=0, **kw).eval()
+                            num_heads=fmts.HEADS, num_classes=0, global_pool="token", **kw).eval()
     big.load_state_dict(checkpoint_filter_fn(dict(ref.state_dict()), big))
     y = torch.randn(2, 3, 48, 48)
     with torch.no_grad():

@@ -46,6 +46,7 @@ def main(args: argparse.Namespace) -> int:
     from maskalign.segmentation.datasets import TRAIN, VAL, check_layout, resolve_root
     from maskalign.segmentation.task import SegTask
     from maskalign.segmentation.train import SegJobSpec, check_arch, load_seg_config, resolve_config
+    from maskalign.encoders.spec import absolute_spec
     from maskalign.transfer.source import load_pretrained
 
     try:
@@ -65,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
         cfg = load_seg_config(config, args.overrides)
         check_arch(cfg.model.backbone, source.arch, config.name)
         name = args.name or f"{config.stem}_{Path(args.ckpt).resolve().parent.name}"
-        spec = SegJobSpec(ckpt=str(Path(args.ckpt).resolve()), config=str(config), data_root=str(root),
+        spec = SegJobSpec(ckpt=absolute_spec(args.ckpt), config=str(config), data_root=str(root),
                           output_dir=str(Path(args.output_dir).resolve()), name=name,
                           overrides=list(args.overrides), eval_only=args.eval_only, weights=args.weights)
         result = launch(SegTask(vars(spec)), args, spec.work_dir, f"ade20k:{name}")

@@ -161,7 +161,9 @@ def model_kwargs(family: str, state: dict[str, torch.Tensor], num_heads: int | N
             raise EncoderError(f"{source}: relative_position_bias_table of {table.shape[0]} rows fits no window")
         kw.update(use_abs_pos_emb="pos_embed" in state, use_rel_pos_bias="blocks.0.attn.relative_position_bias_table"
                   in state, use_shared_rel_pos_bias=False, qkv_bias="blocks.0.attn.q_bias" in state,
-                  init_values=0.1 if "blocks.0.gamma_1" in state else None)
+                  init_values=0.1 if "blocks.0.gamma_1" in state else None,
+                  # BEiT's pre-training keeps a final norm; its fine-tuned files pool and use fc_norm
+                  global_pool="avg" if "fc_norm.weight" in state and "norm.weight" not in state else "token")
         return base, kw, side * patch
     grid, no_embed_class = _pos_layout(state)
     if grid is None:

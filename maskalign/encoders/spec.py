@@ -83,3 +83,13 @@ def parse_spec(spec: str | Path | EncoderSpec) -> EncoderSpec:
     if hash_ and not Path(text).exists():
         return EncoderSpec("file", path, _options(text, fragment), text)
     return EncoderSpec("file", text, {}, text)
+
+
+def absolute_spec(spec: str) -> str:
+    """``spec`` with a file's path made absolute (options kept), hub names unchanged: for jobs that
+    run in another working directory (SLURM)."""
+    s = parse_spec(spec)
+    if s.kind != "file":
+        return s.text
+    options = ",".join(f"{k}={v}" for k, v in s.options.items())
+    return str(s.path.resolve()) + (f"#{options}" if options else "")
