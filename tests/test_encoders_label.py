@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import encoder_formats as fmts
 from maskalign.encoders import encoder_label, load_encoder
 from maskalign.encoders.label import external_label
 from maskalign.results import fmt
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_labels_by_hand() -> None:
@@ -25,3 +29,29 @@ def test_loaded_encoder_meta_names_its_source(tmp_path: Path) -> None:
     assert encoder_label(enc.meta) == "DeiT III-S/8 (external)" == enc.meta["label"]
     assert fmt.backbone_name(enc.meta["backbone"]) == "ViT-S/8"
     assert len(enc.meta["source"]["sha256"]) == 64 and enc.meta["source"]["path"] == str(path.resolve())
+
+
+@pytest.mark.parametrize("config", ["demo_mae", "demo_crossmae", "demo_lut", "default"])
+def test_this_projects_full_models_load_with_every_tensor_accounted_for(tmp_path: Path, config: str) -> None:
+    """``pretrain_model.pth`` of every objective (decoders, EMA branch, DA...) and ``checkpoint.pth``'s model."""
+    import torch
+
+    from maskalign.checkpoint import export_encoder
+    from maskalign.config import load_config
+    from maskalign.objectives import build_objective
+    from objective_fixtures import export_random_teacher
+
+    overrides = []
+    if config == "default":
+        teacher = export_random_teacher(tmp_path / "teacher", depth=6)
+        overrides = ["teacher.backend=local", f"teacher.checkpoint={teacher}"]
+    objective = build_objective(load_config(config, overrides, REPO / "pretrain" / "configs"))
+    path = export_encoder(tmp_path / "run", objective.encoder_state_dict(),
+                          {"arch": objective.encoder.arch(), "method": objective.name}, objective.state_dict_to_save())
+    torch.save({"model": objective.state_dict(), "epoch": 1}, tmp_path / "run" / "checkpoint.pth")
+    for name in ("pretrain_model.pth", "checkpoint.pth"):
+        enc = load_encoder(path.parent / name)
+        assert enc.family == "vit" and enc.report.used["blocks.*"] == 12 * objective.encoder.depth
+        expected = objective.encoder.state_dict()
+        got = enc.model.state_dict()
+        assert all(torch.equal(got[k], v) for k, v in expected.items())
