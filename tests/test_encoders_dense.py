@@ -73,3 +73,44 @@ def test_beit_with_windows_is_refused(tmp_path: Path) -> None:
     with torch.no_grad():  # without windows BEiT is exact
         got = DenseViT(model, out_indices=[-1])(x)[0]
         assert torch.allclose(got, _as_map(model.forward_features(x), 1, 8), atol=1e-5)
+
+
+def test_detectron2_backbone_gives_vitdet_its_last_feat(tmp_path: Path) -> None:
+    from coco_helpers import require_detectron2
+
+    require_detectron2()
+    from maskalign.detection.timm_backbone import TimmViTBackbone
+    from maskalign.transfer.source import load_pretrained
+
+    path, _ = fmts.deit3(tmp_path, img_size=32)
+    src = load_pretrained(f"{path}#num_heads=2")
+    net = TimmViTBackbone(src.arch, img_size=64, window_size=4, window_block_indexes=[0], out_feature="last_feat")
+    net.dense.model.load_state_dict(src.loaded.build(64)[0].state_dict())
+    shape = net.output_shape()["last_feat"]
+    assert (shape.channels, shape.stride) == (fmts.DIM, 8)
+    names = [n for n, _ in net.named_parameters()]
+    assert "dense.model.blocks.1.ls2.gamma" in names  # detectron2's get_vit_lr_decay_rate finds ".blocks.<i>."
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = DenseViT(net.dense.model, 4, [1], [-1])(x)[0]
+        assert torch.equal(net.eval()(x)["last_feat"], expected)
+
+
+def test_mmseg_backbone_names_follow_mmsegs_vit(tmp_path: Path) -> None:
+    from ade20k_helpers import require_mmseg
+
+    require_mmseg()
+    from maskalign.segmentation.mmseg_import import import_mmseg
+
+    import_mmseg()
+    from maskalign.segmentation.timm_backbone import MaskalignTimmViT
+    from maskalign.transfer.source import load_pretrained
+
+    path, _ = fmts.dinov2(tmp_path, registers=4)
+    src = load_pretrained(f"{path}#num_heads=2")
+    bb = MaskalignTimmViT(src.arch, img_size=(56, 56), out_indices=[0, 1], num_layers=2, embed_dims=fmts.DIM)
+    names = {n for n, _ in bb.named_parameters()}
+    assert {"cls_token", "reg_token", "pos_embed", "patch_embed.proj.weight", "layers.1.ls1.gamma"} <= names
+    assert not any(n.startswith(("blocks.", "_dense")) for n in names)
+    with pytest.raises(Exception, match="does not describe"):
+        MaskalignTimmViT(src.arch, img_size=56, out_indices=[1], num_layers=12)
