@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import encoder_formats as fmts
 import pytest
 import torch
 
-import encoder_formats as fmts
 from maskalign.transfer.classifier import classifier_from, load_classifier
 from maskalign.transfer.layer_decay import param_groups_lrd
 from maskalign.transfer.source import load_pretrained

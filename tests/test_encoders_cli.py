@@ -8,10 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import encoder_formats as fmts
 import pytest
 import torch
 
-import encoder_formats as fmts
 from maskalign.encoders import load_encoder
 
 REPO = Path(__file__).resolve().parents[1]

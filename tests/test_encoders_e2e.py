@@ -9,11 +9,11 @@ import json
 import math
 from pathlib import Path
 
+import encoder_formats as fmts
 import pytest
 from omegaconf import OmegaConf
 from transfer_helpers import robustness_overrides
 
-import encoder_formats as fmts
 from maskalign.config import REPO_ROOT, load_config
 from maskalign.records import read_record
 

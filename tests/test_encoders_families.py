@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import encoder_formats as fmts
 import pytest
 import torch
 
-import encoder_formats as fmts
 from maskalign.encoders import load_encoder
 
 ATOL = 1e-5

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import encoder_formats as fmts
 import pytest
 
-import encoder_formats as fmts
 from maskalign.encoders import encoder_label, load_encoder
 from maskalign.encoders.label import external_label
 from maskalign.results import fmt
@@ -35,11 +35,11 @@ def test_loaded_encoder_meta_names_its_source(tmp_path: Path) -> None:
 def test_this_projects_full_models_load_with_every_tensor_accounted_for(tmp_path: Path, config: str) -> None:
     """``pretrain_model.pth`` of every objective (decoders, EMA branch, DA...) and ``checkpoint.pth``'s model."""
     import torch
+    from objective_fixtures import export_random_teacher
 
     from maskalign.checkpoint import export_encoder
     from maskalign.config import load_config
     from maskalign.objectives import build_objective
-    from objective_fixtures import export_random_teacher
 
     overrides = []
     if config == "default":

@@ -17,7 +17,8 @@ _NAMES = {
     "LoadingReport": "report",
     "encoder_label": "label", "external_label": "label", "is_external": "label",
 }
-__all__ = sorted(_NAMES)
+__all__ = ["EncoderError", "EncoderSpec", "LoadedEncoder", "LoadingReport", "build_model", "encoder_label",
+           "external_label", "is_external", "load_encoder", "parse_spec"]
 
 
 def __getattr__(name: str) -> Any:

@@ -43,7 +43,7 @@ def inspect(spec: str, img_size: int | None, task: str | None) -> str:
              f"arch     timm {a['timm_model']}: width {a['embed_dim']}, depth {a['depth']}, heads {a['num_heads']}, "
              f"patch {a['patch_size']}, mlp {a['mlp_ratio']:g}, trained at {a['img_size']}px"
              + (f", built for {img_size}px" if img_size else ""),
-             f"options  " + ", ".join(f"{k}={v}" for k, v in sorted(a["timm_kwargs"].items())
+             "options  " + ", ".join(f"{k}={v}" for k, v in sorted(a["timm_kwargs"].items())
                                       if k not in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")),
              f"source   {where}"]
     if not enc.meta.get("external"):

@@ -63,7 +63,7 @@ def read_checkpoint(path: Path) -> Any:
             # arguments; a Namespace only holds plain values, so it is allowed and nothing else.
             with torch.serialization.safe_globals([argparse.Namespace]):
                 return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated or foreign pickles
+    except Exception as e:  # noqa: BLE001 -- torch raises many types for truncated or foreign pickles
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as z:

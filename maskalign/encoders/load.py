@@ -57,7 +57,7 @@ class LoadedEncoder:
         pooling).
         """
         model = build_model(self.arch, img_size, **timm_kwargs)
-        state = convert.fit_to_model(self.state, model, self.family, _mae_interpolation(self.family, self.state))
+        state = convert.fit_to_model(self.state, model, self.family, self.arch.get("pos_interpolation") == "mae")
         missing, unexpected = model.load_state_dict(state, strict=False)
         bad = [k for k in missing if not k.startswith(new_ok)] + [k for k in unexpected if not k.startswith(unused_ok)]
         if bad:  # a fresh head is expected; anything else is a bug in the caller's kwargs
@@ -79,7 +79,8 @@ def build_model(arch: dict[str, Any], img_size: int | None = None, **timm_kwargs
 
 
 def _mae_interpolation(family: str, state: dict[str, torch.Tensor]) -> bool:
-    """MAE-style files keep MAE's own position interpolation: [CLS] in the table, no registers."""
+    """MAE-style files keep MAE's (and DINO's) own position interpolation -- bicubic without antialias,
+    the [CLS] row kept -- where the table has that layout; every other source uses timm's."""
     pe = state.get("pos_embed")
     return (family == "vit" and pe is not None and "cls_token" in state and "reg_token" not in state
             and families._square(pe.shape[1] - 1) is not None)
@@ -133,6 +134,7 @@ def _from_timm_hub(spec: EncoderSpec, img_size: int | None) -> LoadedEncoder:
     report = LoadingReport()
     report.notes.append(f"weights fetched and converted by timm.create_model({spec.target!r}, pretrained=True)")
     arch = _arch(family, base, {}, native, model)
+    arch["pos_interpolation"] = "timm"
     loaded = LoadedEncoder(model, _meta(spec, family, arch, {}, {"spec": spec.text, "hub": spec.text}), report,
                            state)
     if img_size and img_size != native:
@@ -192,7 +194,8 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
         base, family = str(stored["timm_model"]), str(stored["family"])
     elif timm_arch:  # timm's own training checkpoint names its model: its defaults (heads, eps, act) are exact
         base = timm_arch
-        kwargs.pop("num_heads", None) if not given else None
+        if not given:
+            kwargs.pop("num_heads", None)
     arch = {"timm_model": base, "timm_kwargs": kwargs, "img_size": native}
     model = build_model(arch, img_size)
     fitted = convert.fit_to_model(state, model, family, _mae_interpolation(family, state))
@@ -202,4 +205,5 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
         how = "MAE's bicubic interpolation" if _mae_interpolation(family, state) else "the family's timm filter"
         report.notes.append(f"position table resampled {native}px -> {size}px ({how})")
     full_arch = _arch(family, base, kwargs, native, model)
+    full_arch["pos_interpolation"] = "mae" if _mae_interpolation(family, state) else "timm"
     return LoadedEncoder(model.eval(), _meta(s, family, full_arch, project, source), report, state)

@@ -78,11 +78,11 @@ def fit_backbone(cfg: Any, source: Any) -> Any:
         return source
     bb = cfg.model.backbone
     side = _side(bb["img_size"])
-    cfg.model.backbone = dict(type="MaskalignTimmViT", arch=source.arch, img_size=side,
-                              out_indices=list(bb["out_indices"]), drop_path_rate=float(bb.get("drop_path_rate", 0.0)),
-                              init_cfg=bb.get("init_cfg"), patch_size=int(source.arch["patch_size"]),
-                              embed_dims=int(source.arch["embed_dim"]), num_layers=int(source.arch["depth"]),
-                              num_heads=int(source.arch["num_heads"]))
+    cfg.model.backbone = {
+        "type": "MaskalignTimmViT", "arch": source.arch, "img_size": side, "out_indices": list(bb["out_indices"]),
+        "drop_path_rate": float(bb.get("drop_path_rate", 0.0)), "init_cfg": bb.get("init_cfg"),
+        "patch_size": int(source.arch["patch_size"]), "embed_dims": int(source.arch["embed_dim"]),
+        "num_layers": int(source.arch["depth"]), "num_heads": int(source.arch["num_heads"])}
     model, _, _ = source.loaded.build(side)
     state = TimmBackboneState(("layers." + k[len("blocks."):] if k.startswith("blocks.") else k, v.detach().clone())
                               for k, v in model.state_dict().items())
