@@ -84,6 +84,15 @@ def dinov2(tmp: Path, registers: int = 0, img_size: int = 56, **kw) -> tuple[Pat
     return path, ref
 
 
+def dinov2_giant(tmp: Path) -> tuple[Path, nn.Module]:
+    """DINOv2-g's hub file: its SwiGLU MLP stored as ``mlp.w12`` (gate and value) and ``mlp.w3``."""
+    ref = timm_model("vit_giant_patch14_dinov2", 56, embed_dim=96)
+    sd = {k.replace("mlp.fc1", "mlp.w12").replace("mlp.fc2", "mlp.w3"): v for k, v in ref.state_dict().items()}
+    sd["mask_token"] = torch.zeros(1, 96)
+    torch.save(sd, tmp / "dinov2_vitg14_pretrain.pth")
+    return tmp / "dinov2_vitg14_pretrain.pth", ref
+
+
 def deit3(tmp: Path, img_size: int = 32, **kw) -> tuple[Path, nn.Module]:
     """DeiT III's release: ``{"model": ...}`` with ``blocks.N.gamma_1/gamma_2`` and the classifier head."""
     ref = timm_model("deit3_small_patch16_224", img_size, **{"patch_size": 8, **kw})
@@ -91,6 +100,16 @@ def deit3(tmp: Path, img_size: int = 32, **kw) -> tuple[Path, nn.Module]:
     sd.update({"head.weight": torch.zeros(10, ref.embed_dim), "head.bias": torch.zeros(10)})
     torch.save({"model": sd}, tmp / "deit3.pth")
     return tmp / "deit3.pth", ref
+
+
+def deit_distilled(tmp: Path) -> tuple[Path, nn.Module]:
+    """DeiT's distilled release: ``dist_token`` beside ``cls_token``, two heads."""
+    ref = timm_model("deit_tiny_distilled_patch16_224", 32, patch_size=8)
+    sd = dict(ref.state_dict())
+    sd.update({"head.weight": torch.zeros(10, DIM), "head.bias": torch.zeros(10),
+               "head_dist.weight": torch.zeros(10, DIM), "head_dist.bias": torch.zeros(10)})
+    torch.save({"model": sd}, tmp / "deit_distilled.pth")
+    return tmp / "deit_distilled.pth", ref
 
 
 def beit(tmp: Path, shared: bool = False) -> tuple[Path, nn.Module]:

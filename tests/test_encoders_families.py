@@ -28,8 +28,9 @@ def _dynamic(ref: torch.nn.Module, name: str, native: int, **kw) -> torch.nn.Mod
     """The reference at any input size: timm's own model with ``dynamic_img_size`` and the original weights."""
     import timm
 
-    m = timm.create_model(name, pretrained=False, img_size=native, depth=2, embed_dim=fmts.DIM,
-                          num_heads=fmts.HEADS, num_classes=0, dynamic_img_size=True, **kw)
+    kw = {"embed_dim": fmts.DIM, **kw}
+    m = timm.create_model(name, pretrained=False, img_size=native, depth=2, num_heads=fmts.HEADS, num_classes=0,
+                          dynamic_img_size=True, **kw)
     m.load_state_dict(ref.state_dict())
     return m.eval()
 
@@ -60,7 +61,10 @@ TIMM_CASES = {
     "dinov2": (fmts.dinov2, "vit_small_patch14_dinov2", 56, 28, {}, "dinov2"),
     "dinov2_reg": (lambda t: fmts.dinov2(t, registers=4), "vit_small_patch14_reg4_dinov2", 56, 28,
                    {"reg_tokens": 4}, "dinov2_reg"),
+    "dinov2_giant_swiglu": (fmts.dinov2_giant, "vit_giant_patch14_dinov2", 56, 28, {"embed_dim": 96}, "dinov2"),
     "deit3": (fmts.deit3, "deit3_small_patch16_224", 32, 48, {"patch_size": 8}, "deit3"),
+    "deit_distilled": (fmts.deit_distilled, "deit_tiny_distilled_patch16_224", 32, 48, {"patch_size": 8},
+                       "deit_distilled"),
 }
 
 
