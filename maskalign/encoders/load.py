@@ -161,11 +161,13 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
 
     s = parse_spec(spec)
     if s.kind == "timm":
-        return _from_timm_hub(s, img_size)
+        with torch.random.fork_rng(devices=[]):
+            return _from_timm_hub(s, img_size)
     report = LoadingReport()
     options = dict(s.options)
     if s.kind == "open_clip":
-        obj, implied = hub.open_clip_tower(s)
+        with torch.random.fork_rng(devices=[]):
+            obj, implied = hub.open_clip_tower(s)
         options = {**implied, **options}
         source = {"spec": s.text, "hub": s.text}
         src = s.text
@@ -197,7 +199,8 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
         if not given:
             kwargs.pop("num_heads", None)
     arch = {"timm_model": base, "timm_kwargs": kwargs, "img_size": native}
-    model = build_model(arch, img_size)
+    with torch.random.fork_rng(devices=[]):  # loading must not move the job's seeded random stream
+        model = build_model(arch, img_size)
     fitted = convert.fit_to_model(state, model, family, _mae_interpolation(family, state))
     report.add_used(convert.load_strict(model, fitted, src, family))
     size = int(img_size or native)
