@@ -65,6 +65,10 @@ def vit_kwargs(arch: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def write_detectron2_checkpoint(state: dict[str, torch.Tensor], path: str | Path) -> Path:
-    """Write the converted encoder where ``train.init_checkpoint`` can point (atomically)."""
-    return atomic_torch_save({"model": to_detectron2(state)}, Path(path))
+def write_detectron2_checkpoint(state: dict[str, torch.Tensor], path: str | Path, converted: bool = False) -> Path:
+    """Write the encoder where ``train.init_checkpoint`` can point (atomically).
+
+    ``converted=True``: ``state`` is already in the detector's names (``timm_backbone.detectron2_state``,
+    which also covers the families detectron2's ViT cannot express).
+    """
+    return atomic_torch_save({"model": state if converted else to_detectron2(state)}, Path(path))

@@ -106,6 +106,7 @@ def prepare(spec: JobSpec) -> tuple[Any, Any, Any, Path]:
     """
     from maskalign.detection import configs, datasets
     from maskalign.detection._compat import import_detectron2
+    from maskalign.detection.timm_backbone import fit_backbone
     from maskalign.transfer.source import load_pretrained
 
     source = load_pretrained(spec.ckpt)
@@ -114,7 +115,7 @@ def prepare(spec: JobSpec) -> tuple[Any, Any, Any, Path]:
     cfg = configs.load_config(spec.config, list(spec.overrides))
     data = datasets.register(src)
     split = "val" if spec.options.get("eval_only") or "train" not in data else "train"
-    configs.fit_backbone(cfg, source.arch, source=str(spec.ckpt))
+    fit_backbone(cfg, source, str(spec.ckpt))  # detectron2's ViT for plain ViTs, else the timm wrapper
     configs.set_num_classes(cfg, len(datasets.categories(src, split)))
     out = spec.folder
     cfg.train.output_dir = str(out)
@@ -135,7 +136,8 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     from detectron2.utils.logger import setup_logger
 
     from maskalign.detection import configs
-    from maskalign.detection.convert import to_detectron2, write_detectron2_checkpoint
+    from maskalign.detection.convert import write_detectron2_checkpoint
+    from maskalign.detection.timm_backbone import detectron2_state
     from maskalign.detection.evaluate import evaluate
     from maskalign.transfer.source import TransferRecorder
 
@@ -166,7 +168,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
 
     pretrained = out / "pretrained_d2.pth"
     if comm.is_main_process():
-        write_detectron2_checkpoint(source.state, pretrained)
+        write_detectron2_checkpoint(detectron2_state(source, cfg), pretrained, converted=True)
         try:
             LazyConfig.save(cfg, str(out / "config.yaml"))
         except Exception as e:  # saving is a convenience; never fail a job on it
@@ -175,7 +177,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     cfg.train.init_checkpoint = str(pretrained)
 
     model = instantiate(cfg.model).to(device)
-    fit = backbone_fit(model, to_detectron2(source.state))
+    fit = backbone_fit(model, detectron2_state(source, cfg))
     if fit["unexpected"] or fit["shape"]:
         raise UserError(
             f"{spec.ckpt}: encoder does not fit the config's ViT (unexpected {fit['unexpected'][:3]}, "

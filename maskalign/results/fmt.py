@@ -15,6 +15,8 @@ import re
 
 import numpy as np
 
+from maskalign.encoders.label import external_label, is_external
+
 MISSING = "—"
 NOT_APPLICABLE = ""
 
@@ -82,10 +84,13 @@ def parse_cell(text: str) -> float | None:
 
 
 def method_name(method: str) -> str:
-    """The label a registered objective declares for ``method`` (``Objective.label``); other
-    names (a paper's method, a benchmark's cost model) print as they are."""
+    """The label a registered objective declares for ``method`` (``Objective.label``); a published
+    encoder's label ("DINOv2-reg-B/14 (external)"); other names (a paper's method, a benchmark's
+    cost model) print as they are."""
     from maskalign.objectives import method_labels
 
+    if is_external(method):
+        return external_label(method)
     labels, name = method_labels(), str(method)
     return labels.get(name) or labels.get(name.lower(), name)
 

@@ -44,6 +44,10 @@ class ConversionError(UserError):
     """A state dict that does not convert to (or does not fit) the mmseg backbone."""
 
 
+class TimmBackboneState(dict):
+    """Weights already in ``MaskalignTimmViT``'s names (``segmentation.timm_backbone``): not converted again."""
+
+
 _BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
 _BLOCK_MAP = {
     "norm1.weight": "ln1.weight", "norm1.bias": "ln1.bias",
@@ -76,6 +80,8 @@ def to_mmseg_backbone(state: Mapping[str, torch.Tensor], grid: tuple[int, int] |
         A new dict of tensors keyed for ``EncoderDecoder.backbone`` (without the ``backbone.``
         prefix). Raises :class:`ConversionError` on any key it does not know.
     """
+    if isinstance(state, TimmBackboneState):
+        return dict(state)  # built at the crop size already, position table resampled the family's way
     out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in state.items():

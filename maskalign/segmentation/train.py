@@ -258,6 +258,9 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     init_path = None if bool(spec.options.get("eval_only")) else work / BACKBONE_INIT
     k = num_classes(spec.options["data_root"])
     prepare_config(cfg, spec, source.arch, k, info.world_size, on_gpu, init_path)
+    from maskalign.segmentation.timm_backbone import fit_backbone  # registers the timm wrapper with mmseg
+
+    source = fit_backbone(cfg, source)  # mmseg's ViT for plain ViTs, else the timm wrapper
 
     weights = None
     if bool(spec.options.get("eval_only")):

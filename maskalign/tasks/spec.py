@@ -8,6 +8,7 @@ config applied to it (the task's default config when none is given).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,16 @@ def default_run_name(source_run: str, config: str | Path | None, default_config:
 
 
 def source_run_of(path: str | Path, meta: dict[str, Any]) -> str:
-    """The run a checkpoint came from: its metadata's ``run``, else the name of its folder."""
-    return str(meta.get("run") or Path(path).resolve().parent.name or Path(path).stem)
+    """The run a checkpoint came from: its metadata's ``run``, else the name of its folder; for a
+    hub name (``timm:...``, ``open_clip:...``) the model name, made safe for a folder name."""
+    from maskalign.encoders.spec import parse_spec
+
+    if meta.get("run"):
+        return str(meta["run"])
+    spec = parse_spec(str(path))
+    if spec.kind != "file":
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", spec.target)
+    return str(spec.path.resolve().parent.name or spec.path.stem)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Classifiers on a pre-trained encoder: building them, loading the encoder, saying what was loaded.
 
-A transfer job starts from the encoder of *any* pre-training objective (``load_pretrained``
-normalises the file formats to timm key names) and builds a timm ``VisionTransformer`` around it:
+A transfer job starts from the encoder of *any* pre-training objective or published family
+(``load_pretrained`` -> :mod:`maskalign.encoders`) and builds that family's timm model around it
+(:func:`classifier_from`: DINOv2 with its layer scale and registers, CLIP with its pre-norm and
+activation, BEiT with its relative position bias...), keeping MAE's recipe:
 
 * fine-tuning (MAE ``models_vit.py`` with ``global_pool``): average of the patch tokens, a fresh
   ``fc_norm`` in place of the final ``norm``, a fresh head with ``trunc_normal_(std=2e-5)``;
@@ -25,7 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from maskalign.checkpoint import CheckpointError, build_timm_vit, load_file
+from maskalign.checkpoint import CheckpointError, load_file
+from maskalign.encoders import build_model
 from maskalign.models.pos_embed import resize_pos_embed
 
 _NEW_OK = ("head.", "fc_norm.", "norm.")
@@ -89,17 +92,14 @@ def load_encoder_into(model: nn.Module, state: dict[str, torch.Tensor], origin: 
                       pos_embed_resized=resized)
 
 
-def build_classifier(arch: dict[str, Any], num_classes: int, *, kind: str = "finetune", img_size: int | None = None,
-                     global_pool: str = "avg", drop_path: float = 0.0, head_init_std: float = 2e-5) -> nn.Module:
-    """A fresh timm ViT classifier of ``arch`` (no weights loaded).
+def _pool(arch: dict[str, Any], global_pool: str) -> dict[str, Any]:
+    """``global_pool`` with timm's automatic fc_norm (on for "avg"): BEiT calls the switch ``use_fc_norm``."""
+    switch = "use_fc_norm" if str(arch.get("timm_model", "")).startswith("beit") else "fc_norm"
+    return {"global_pool": global_pool, switch: None}
 
-    ``kind="finetune"``: head ``Linear`` after ``global_pool`` ("avg" adds ``fc_norm``).
-    ``kind="linprobe"``: head ``BatchNorm1d(affine=False) -> Linear``, every other tensor frozen.
-    """
-    if kind not in ("finetune", "linprobe"):
-        raise ValueError(f"unknown classifier kind {kind!r}")
-    model = build_timm_vit(arch, None, num_classes=num_classes, global_pool=global_pool,
-                           drop_path_rate=drop_path, img_size=img_size)
+
+def _with_head(model: nn.Module, kind: str, head_init_std: float) -> nn.Module:
+    """MAE's heads: ``trunc_normal_`` init; for linear probing BatchNorm in front and all else frozen."""
     head = model.head
     if not isinstance(head, nn.Linear):  # num_classes=0: an encoder without a head
         return model
@@ -110,6 +110,39 @@ def build_classifier(arch: dict[str, Any], num_classes: int, *, kind: str = "fin
         for name, p in model.named_parameters():
             p.requires_grad = name.startswith("head.")
     return model
+
+
+def build_classifier(arch: dict[str, Any], num_classes: int, *, kind: str = "finetune", img_size: int | None = None,
+                     global_pool: str = "avg", drop_path: float = 0.0, head_init_std: float = 2e-5) -> nn.Module:
+    """A fresh timm classifier of ``arch`` (any family :mod:`maskalign.encoders` builds; no weights loaded).
+
+    ``kind="finetune"``: head ``Linear`` after ``global_pool`` ("avg" adds ``fc_norm``).
+    ``kind="linprobe"``: head ``BatchNorm1d(affine=False) -> Linear``, every other tensor frozen.
+    """
+    if kind not in ("finetune", "linprobe"):
+        raise ValueError(f"unknown classifier kind {kind!r}")
+    model = build_model(arch, img_size, num_classes=num_classes, drop_path_rate=drop_path, **_pool(arch, global_pool))
+    return _with_head(model, kind, head_init_std)
+
+
+def classifier_from(source: Any, num_classes: int, *, kind: str = "finetune", img_size: int | None = None,
+                    global_pool: str = "avg", drop_path: float = 0.0, head_init_std: float = 2e-5
+                    ) -> tuple[nn.Module, LoadReport]:
+    """The classifier of :func:`build_classifier` with ``source``'s encoder loaded into it, exactly.
+
+    ``source`` is a ``PretrainedEncoder``; position tables are resampled the family's way; only a
+    new head / ``fc_norm`` may be missing and only the final ``norm`` (global pooling) unused.
+    """
+    if kind not in ("finetune", "linprobe"):
+        raise ValueError(f"unknown classifier kind {kind!r}")
+    model, new, unused = source.loaded.build(img_size, new_ok=_NEW_OK, unused_ok=("norm.",), num_classes=num_classes,
+                                             drop_path_rate=drop_path, **_pool(source.arch, global_pool))
+    old, now = int(source.arch["img_size"]), int(img_size or source.arch["img_size"])
+    p = int(source.arch["patch_size"])
+    resized = (old // p, old // p, now // p, now // p) if old != now else None
+    n_loaded = sum(1 for k in model.state_dict() if k not in set(new))
+    return _with_head(model, kind, head_init_std), LoadReport(loaded=n_loaded, new=new, unused=unused,
+                                                              pos_embed_resized=resized)
 
 
 def classifier_spec(arch: dict[str, Any], num_classes: int, kind: str, img_size: int, global_pool: str) -> dict[str, Any]:

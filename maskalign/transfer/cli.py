@@ -85,9 +85,11 @@ def build_spec(task: Task, args: argparse.Namespace, ckpt: str | None, *, source
 
 def main(task_name: str, args: argparse.Namespace) -> int:
     """Check, then launch (SLURM, here, or a dry run) one job of ``task_name``."""
+    from maskalign.encoders.spec import absolute_spec
+
     try:
         task = get_task(task_name)
-        ckpt = str(Path(args.ckpt).resolve())
+        ckpt = absolute_spec(args.ckpt)  # a file made absolute for jobs run elsewhere; hub names kept
         source_run = task.check_source(args.ckpt)
         spec = build_spec(task, args, ckpt, source_run=source_run)
         result = launch(TaskJob(spec, task.module), args, spec.folder, f"{task.name}:{spec.run}")

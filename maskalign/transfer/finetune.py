@@ -18,7 +18,7 @@ import torch
 from maskalign.config import ConfigError
 from maskalign.distributed import DistInfo
 from maskalign.engine.optim import scaled_lr
-from maskalign.transfer.classifier import build_classifier, classifier_spec, load_encoder_into
+from maskalign.transfer.classifier import build_classifier, classifier_from, classifier_spec
 from maskalign.transfer.data import (
     classification_sets,
     eval_loader,
@@ -54,13 +54,13 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
     img_size = int(cfg.model.img_size or src.arch["img_size"])
     train_set, val_set, root, kind = classification_sets(cfg, img_size, finetune_train_transform(img_size, cfg.aug))
     num_classes = len(train_set.classes)
-    model = build_classifier(src.arch, num_classes, kind="finetune", img_size=img_size,
-                             global_pool=cfg.model.global_pool, drop_path=float(cfg.model.drop_path),
-                             head_init_std=float(cfg.model.head_init_std))
+    head = {"kind": "finetune", "img_size": img_size, "global_pool": cfg.model.global_pool,
+            "drop_path": float(cfg.model.drop_path), "head_init_std": float(cfg.model.head_init_std)}
     if pretrained:
-        report = load_encoder_into(model, src.state, src.path)
+        model, report = classifier_from(src, num_classes, **head)
         loaded = report.summary()
     else:
+        model = build_classifier(src.arch, num_classes, **head)
         loaded = "random initialisation (model.pretrained=false): only the architecture is taken"
     model.to(info.device)
     per = per_process_batch(cfg.optim.total_batch_size, info.world_size, cfg.optim.accum_iter)

@@ -2,7 +2,9 @@
 
 BEiT introduced it and MAE / MaskAlign fine-tune with it (``util/lr_decay.py``, byte-identical in
 both repositories): with ``L`` blocks, parameter ``p`` gets the lr ``lr * decay ** (L + 1 - id(p))``
-where ``id`` is 0 for ``cls_token``, ``pos_embed`` and ``patch_embed``, ``i + 1`` for ``blocks.i``,
+where ``id`` is 0 for ``cls_token``, ``pos_embed`` and ``patch_embed`` (and the other families'
+stem tensors: registers, distillation token, CLIP's pre-norm), ``i + 1`` for ``blocks.i`` (BEiT's
+relative position tables and every family's layer scales included),
 and ``L + 1`` (scale 1) for everything else -- the final ``norm``, ``fc_norm`` and the head.
 1-D tensors and ``model.no_weight_decay()`` get no weight decay.
 
@@ -19,7 +21,9 @@ import re
 from torch import nn
 
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
-_STEM = ("cls_token", "pos_embed", "patch_embed", "reg_token", "dist_token")
+# ``norm_pre`` (CLIP's ln_pre) normalises the patch embeddings before block 0: it belongs to the stem,
+# as in FT-CLIP's layer ids (timm's group matcher files it with the final norm instead).
+_STEM = ("cls_token", "pos_embed", "patch_embed", "reg_token", "dist_token", "norm_pre")
 
 
 def layer_id(name: str, depth: int) -> int:

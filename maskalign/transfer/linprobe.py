@@ -18,7 +18,7 @@ from torch import nn
 from maskalign.config import ConfigError
 from maskalign.distributed import DistInfo
 from maskalign.engine.optim import scaled_lr
-from maskalign.transfer.classifier import build_classifier, classifier_spec, load_encoder_into
+from maskalign.transfer.classifier import classifier_from, classifier_spec
 from maskalign.transfer.data import (
     classification_sets,
     eval_loader,
@@ -55,9 +55,8 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
     img_size = int(cfg.model.img_size or src.arch["img_size"])
     train_set, val_set, root, kind = classification_sets(cfg, img_size, linprobe_train_transform(img_size))
     num_classes = len(train_set.classes)
-    model = build_classifier(src.arch, num_classes, kind="linprobe", img_size=img_size,
-                             global_pool=cfg.model.global_pool, head_init_std=float(cfg.model.head_init_std))
-    report = load_encoder_into(model, src.state, src.path)
+    model, report = classifier_from(src, num_classes, kind="linprobe", img_size=img_size,
+                                    global_pool=cfg.model.global_pool, head_init_std=float(cfg.model.head_init_std))
     model.to(info.device)
     per = per_process_batch(cfg.optim.total_batch_size, info.world_size, cfg.optim.accum_iter)
     tl, sampler = train_loader(train_set, per, info, int(cfg.seed), int(cfg.data.num_workers))

@@ -1,40 +1,90 @@
 """The pre-trained encoder a transfer job consumes, and the record it writes about it.
 
-Every transfer job (fine-tuning, linear probe, COCO, ADE20K, robustness) starts from a checkpoint
-of any pre-training objective, and its record inherits what the tables group by (method,
-backbone, supervision, ratios, epochs, paper row) from that checkpoint's metadata, so that no
-table cell is typed by hand.
+Every transfer job (fine-tuning, linear probe, COCO, ADE20K, robustness) starts from ``--ckpt``:
+a checkpoint of any pre-training objective here, a published encoder's official file, a timm or
+open_clip name (:mod:`maskalign.encoders`). :func:`load_pretrained` is the one place that loads
+it -- exactly, with a loading report -- and the record inherits what the tables group by
+(method, backbone, supervision, ratios, epochs, paper row) from its metadata; an external
+encoder's method is ``external:<family>:<backbone>`` and the record's config holds its loading
+report.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from maskalign.checkpoint import load_encoder_state
+from maskalign.encoders import LoadedEncoder, LoadingReport, load_encoder
 from maskalign.records import Record, checkpoint_ref, now_iso, write_record
 
 
 @dataclass
 class PretrainedEncoder:
+    """A job's source encoder.
+
+    Args:
+        path: the checkpoint file (or the hub spec as a path-like name).
+        state: the encoder's tensors in timm's names, at the stored grid.
+        meta: pre-training metadata plus ``family``, ``label``, ``arch``, ``source``.
+        ref: how records point at it: path + sha256 (or hub spec), family, label.
+        loaded: the loaded encoder (timm model, report), see :class:`maskalign.encoders.LoadedEncoder`.
+    """
+
     path: Path
     state: dict[str, torch.Tensor]
     meta: dict[str, Any]
-    ref: dict[str, str] = field(default_factory=dict)
+    ref: dict[str, str]
+    loaded: LoadedEncoder
 
     @property
     def arch(self) -> dict[str, Any]:
         return self.meta["arch"]
 
+    @property
+    def family(self) -> str:
+        return self.loaded.family
 
-def load_pretrained(path: str | Path) -> PretrainedEncoder:
-    """Encoder tensors + metadata of any supported checkpoint; one-line ``CheckpointError`` otherwise."""
-    state, meta = load_encoder_state(path)
-    return PretrainedEncoder(Path(path), state, meta, checkpoint_ref(path))
+    @property
+    def model(self) -> nn.Module:
+        return self.loaded.model
+
+    @property
+    def report(self) -> LoadingReport:
+        return self.loaded.report
+
+    def describe(self) -> list[str]:
+        """What was loaded, for a job's log: label, family, timm model, then the loading report."""
+        a = self.arch
+        head = (f"encoder {self.meta.get('label')}: family {self.family}, timm {a['timm_model']} "
+                f"(width {a['embed_dim']}, depth {a['depth']}, heads {a['num_heads']}, patch {a['patch_size']}, "
+                f"{a['img_size']}px) from {self.ref.get('spec')}")
+        return [head] + [f"  {line}" for line in self.report.lines()]
+
+
+def load_pretrained(spec: str | Path) -> PretrainedEncoder:
+    """The encoder of ``spec`` (file, ``timm:``, ``open_clip:``); one-line ``CheckpointError`` otherwise."""
+    loaded = load_encoder(spec)
+    src = loaded.meta["source"]
+    if "path" in src:
+        ref = {"path": src["path"], "sha256": src["sha256"]}
+        path = Path(src["path"])
+    else:
+        ref = {"hub": src["hub"]}
+        path = Path(str(spec))
+    ref.update(spec=src["spec"], family=loaded.family, encoder=str(loaded.meta["label"]))
+    return PretrainedEncoder(path, loaded.state, loaded.meta, ref, loaded)
+
+
+def encoder_record(source: PretrainedEncoder) -> dict[str, Any]:
+    """The ``encoder`` entry of a job record's config: what was loaded and how."""
+    return {"family": source.family, "label": source.meta.get("label"), "arch": source.arch,
+            "source": source.meta.get("source"), "loading": source.report.as_dict()}
 
 
 class TransferRecorder:
@@ -43,6 +93,8 @@ class TransferRecorder:
     def __init__(self, task: str, run_name: str, source: PretrainedEncoder, config: dict[str, Any]) -> None:
         self.task, self.run_name, self.source, self.config = task, run_name, source, config
         self.start, self._t0 = now_iso(), time.time()
+        if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0:
+            print("\n".join(f"[{task}] {line}" for line in source.describe()), flush=True)
 
     def write(self, out_dir: str | Path, metrics: dict[str, float], checkpoint: str | Path | None = None) -> Path:
         m = self.source.meta
@@ -53,5 +105,5 @@ class TransferRecorder:
             pt_epochs=m.get("pt_epochs"), paper_ref=m.get("paper_ref"),
             metrics={k: float(v) for k, v in metrics.items()},
             checkpoint=checkpoint_ref(checkpoint) if checkpoint else None,
-            source_checkpoint=self.source.ref, config=self.config, start_time=self.start,
-            wall_time_s=time.time() - self._t0))
+            source_checkpoint=self.source.ref, config={**self.config, "encoder": encoder_record(self.source)},
+            start_time=self.start, wall_time_s=time.time() - self._t0))

@@ -1,0 +1,91 @@
+"""Name-based loading: ``timm:<name>[.tag]`` and ``open_clip:<model>/<tag>``, through each library's own download.
+
+Nothing is re-implemented: timm's ``create_model(pretrained=True)`` fetches and converts its
+weights, open_clip's ``create_model(model, pretrained=tag)`` fetches its own; the image tower's
+tensors then go through the same conversion and checks as a file. Without network access both
+fail, and the failure is one line naming the spec.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from maskalign.encoders.spec import EncoderError, EncoderSpec
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0] if text else type(e).__name__)[:200]
+
+
+@contextmanager
+def _quiet_download() -> Iterator[None]:
+    """huggingface_hub logs every retry; the failure is reported once, in the one-line error."""
+    logging.disable(logging.ERROR)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def timm_family(name: str) -> str:
+    """The family of a timm model name (for labels and the dense-task choice)."""
+    n = name.lower()
+    if "dinov2" in n:
+        return "dinov2_reg" if "reg" in n else "dinov2"
+    if "clip" in n:
+        return "clip_quickgelu" if "quickgelu" in n or n.endswith(".openai") else "clip"
+    if n.startswith("deit3"):
+        return "deit3"
+    if "distilled" in n:
+        return "deit_distilled"
+    if n.startswith("beit"):
+        return "beit"
+    return "vit"
+
+
+def timm_pretrained(spec: EncoderSpec) -> nn.Module:
+    """timm's model ``spec.target`` with its pretrained weights, no classifier head."""
+    import timm
+
+    base = spec.target.split(".")[0]
+    if not timm.is_model(base):
+        raise EncoderError(f"{spec.text}: timm {timm.__version__} has no model {base!r}")
+    try:
+        with _quiet_download():
+            model = timm.create_model(spec.target, pretrained=True, num_classes=0)
+    except Exception as e:  # noqa: BLE001 -- hub, network and cache errors of many kinds
+        raise EncoderError(f"{spec.text}: timm could not load its pretrained weights ({_first_line(e)})") from None
+    if type(model).__name__ not in ("VisionTransformer", "VisionTransformerDistilled", "Beit"):
+        raise EncoderError(f"{spec.text}: a {type(model).__name__}, not a ViT family these benchmarks run")
+    return model
+
+
+def open_clip_tower(spec: EncoderSpec) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(open_clip model's state dict, file options it implies: activation and head count)."""
+    import open_clip
+    from open_clip.transformer import QuickGELU, VisionTransformer
+
+    model_name, _, tag = spec.target.partition("/")
+    if model_name not in open_clip.list_models():
+        raise EncoderError(f"{spec.text}: open_clip {open_clip.__version__} has no model {model_name!r}")
+    try:
+        with _quiet_download():
+            clip = open_clip.create_model(model_name, pretrained=tag)
+    except Exception as e:  # noqa: BLE001 -- hub, network and tag errors of many kinds
+        raise EncoderError(f"{spec.text}: open_clip could not load pretrained {tag!r} ({_first_line(e)})") from None
+    visual = clip.visual
+    if not isinstance(visual, VisionTransformer):
+        raise EncoderError(f"{spec.text}: the image tower is a {type(visual).__name__}, not open_clip's ViT")
+    if getattr(visual, "final_ln_after_pool", False) or getattr(visual, "attn_pool", None) is not None:
+        raise EncoderError(f"{spec.text}: the tower normalises after pooling / pools with attention; timm's CLIP "
+                           f"ViT does neither")
+    block: Any = visual.transformer.resblocks[0]
+    act = "quickgelu" if isinstance(block.mlp.gelu, QuickGELU) else "gelu"
+    return clip.state_dict(), {"act": act, "num_heads": str(block.attn.num_heads)}
