@@ -157,6 +157,7 @@ def run_job(opts: JobOptions) -> dict[str, Any]:
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+    from maskalign.monitor import detectron2_writer  # TensorBoard in the run folder
     from detectron2.utils.logger import setup_logger
 
     from maskalign.detection import configs
@@ -250,7 +251,8 @@ def run_job(opts: JobOptions) -> dict[str, Any]:
                 else None,
                 periodic_eval_hook(int(cfg.train.eval_period), lambda: evaluate(cfg, model, out)),
                 hooks.PeriodicWriter(
-                    [CommonMetricPrinter(max_iter), JSONWriter(str(out / "metrics.json"))],
+                    [CommonMetricPrinter(max_iter), JSONWriter(str(out / "metrics.json")),
+                     detectron2_writer(out)],
                     period=int(cfg.train.log_period),
                 )
                 if comm.is_main_process()

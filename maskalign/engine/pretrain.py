@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
 
 from maskalign.checkpoint import (CheckpointError, export_encoder, latest_checkpoint, load_file,
                                   save_training_checkpoint)
@@ -112,11 +111,10 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
     if rem or per_proc < 1:
         raise ConfigError(f"optim.total_batch_size={cfg.optim.total_batch_size} is not divisible by "
                          f"world size {info.world_size} x accum_iter {cfg.optim.accum_iter}")
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=cfg.seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=per_proc, sampler=sampler, num_workers=cfg.data.num_workers,
-                        drop_last=True, pin_memory=info.device.type == "cuda",
-                        persistent_workers=False)
+    # data.decode (CPU or on-device decoding); per-image augmentation seeds (maskalign/data/keyed.py)
+    from maskalign.data.decode import pretrain_loader
+    loader, sampler = pretrain_loader(cfg, objective, dataset, info, per_proc,
+                                      lambda: _autocast(info.device, cfg.runtime.amp))
     iters = len(loader)
     if iters == 0:
         raise ConfigError(f"the training set ({len(dataset)} images) is smaller than one batch of {per_proc}")
@@ -152,6 +150,8 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
         if info.is_main:
             print(f"[pretrain] resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
     log = _Log(out / "log.jsonl", start_epoch, info.is_main)
+    from maskalign.monitor import TrainMonitor  # TensorBoard / W&B (logging: in the config)
+    mon = TrainMonitor(out, info.is_main, info.device, cfg.runtime.log_every, objective)
     if info.is_main:
         print(f"[pretrain] {cfg.name}: {objective.name} on {len(dataset)} images, {iters} it/epoch, "
               f"batch {cfg.optim.total_batch_size} (per process {per_proc}), lr {lr:.3g}, "
@@ -169,7 +169,7 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
         n_seen = 0
         t_epoch = time.time()
         bar = _progress(iters, f"epoch {epoch + 1}/{cfg.optim.epochs}", info.is_main)
-        for it, (images, _) in enumerate(loader):
+        for it, (images, _) in enumerate(mon.timed(loader)):
             if it % cfg.optim.accum_iter == 0:
                 set_lr(optimizer, cosine_lr(epoch + it / iters, lr, cfg.optim.min_lr,
                                             cfg.optim.warmup_epochs, cfg.optim.epochs))
@@ -191,6 +191,7 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
             for k, v in result.metrics.items():
                 metric_sums[k] = metric_sums.get(k, torch.zeros((), device=info.device)) + v.detach().float()
             n_seen += 1
+            mon.iteration(it, step, result.loss, result.metrics, optimizer.param_groups[0]["lr"], per_proc * info.world_size)
             if bar is not None:
                 bar.update(1)
                 if (it + 1) % cfg.runtime.log_every == 0 or it + 1 == iters:
@@ -217,12 +218,14 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
                 keep = done if cfg.runtime.keep_every and done % cfg.runtime.keep_every == 0 else None
                 save_training_checkpoint(out, _state(objective, optimizer, done, step, cfg), keep)
             log.write(entry)
+            mon.epoch(done, entry, step)
             print(f"[pretrain] epoch {done}/{cfg.optim.epochs} loss {mean_loss:.5f} "
                   f"({entry['images_per_s']:.1f} img/s)", flush=True)
         barrier()
         if finished or (stop_flag is not None and stop_flag()):
             break
 
+    mon.close()
     summary: dict[str, Any] = {"out_dir": str(out), "final_loss": last_loss, "epochs_done": epoch + 1}
     if info.is_main:
         meta = pretrain_meta(cfg, objective, epoch + 1)

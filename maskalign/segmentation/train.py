@@ -195,6 +195,8 @@ def prepare_config(cfg: Any, spec: SegJobSpec, arch: dict[str, Any], num_classes
         raise SegConfigError(f"{spec.config}: optim_wrapper.paramwise_cfg.num_layers is {pw['num_layers']} "
                              f"but the backbone has {arch['depth']} blocks")
     cfg.work_dir = str(spec.work_dir)
+    from maskalign.monitor import mmseg_tensorboard  # TensorBoard in the run folder
+    mmseg_tensorboard(cfg, spec.work_dir)
     cfg.launcher = "pytorch" if world_size > 1 else "none"
     cfg.resume = not spec.eval_only
     cfg.load_from = None

@@ -105,11 +105,13 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
     log_path = out / "log.jsonl"
     if info.is_main and start_epoch == 0 and log_path.exists():
         log_path.unlink()
+    from maskalign.monitor import TrainMonitor  # TensorBoard / W&B (logging: in the config)
+    mon = TrainMonitor(out, info.is_main, info.device, min(20, iters))
     for epoch in range(start_epoch, schedule.epochs):
         train_sampler.set_epoch(epoch)
         set_mode(net)
         t0, loss_sum, seen = time.time(), torch.zeros((), device=info.device), 0
-        for it, (images, target) in enumerate(train_loader):
+        for it, (images, target) in enumerate(mon.timed(train_loader)):
             if it % schedule.accum_iter == 0:
                 set_lr(optimizer, cosine_lr(epoch + it / iters, schedule.lr, schedule.min_lr,
                                             schedule.warmup_epochs, schedule.epochs))
@@ -128,6 +130,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
                 step += 1
             loss_sum += loss.detach().float()
             seen += 1
+            mon.iteration(it, step, loss, {}, max(g["lr"] for g in optimizer.param_groups), len(images) * info.world_size)
             if schedule.max_steps is not None and step >= schedule.max_steps:
                 break
         train_loss = all_reduce_mean(loss_sum / max(seen, 1)).item()
@@ -154,12 +157,14 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
                                **saved}, out / LAST)
             with open(log_path, "a") as f:
                 f.write(json.dumps(entry) + "\n")
+            mon.epoch(done, entry, step)
             print(f"[{tag}] epoch {done}/{schedule.epochs} train loss {train_loss:.4f} | val top-1 "
                   f"{stats['top1']:.2f} top-5 {stats['top5']:.2f} (best {best['top1']:.2f}) "
                   f"[{entry['train_images_per_s']:.0f} img/s]", flush=True)
         barrier()
         if finished:
             break
+    mon.close()
     if info.is_main:
         atomic_write_text(out / "summary.json", json.dumps({"last": last, "best": best}, indent=2) + "\n")
     return {"last": last, "best": best, "epochs_done": last.get("epoch", start_epoch),
