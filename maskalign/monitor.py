@@ -59,10 +59,12 @@ class Monitor:
         wandb: mirror to Weights & Biases (``wandb`` must be installed).
         wandb_project: W&B project; the run is named after the run folder.
         config: logged as the W&B run's config.
+        purge_step: a resumed run's step: TensorBoard hides points a killed run logged past it.
     """
 
     def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True, wandb: bool = False,
-                 wandb_project: str = "maskalign", config: Mapping[str, Any] | None = None) -> None:
+                 wandb_project: str = "maskalign", config: Mapping[str, Any] | None = None,
+                 purge_step: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.tb = None
         self.wandb = None
@@ -71,7 +73,7 @@ class Monitor:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(self.run_dir / TB_DIR))
+            self.tb = SummaryWriter(str(self.run_dir / TB_DIR), purge_step=purge_step or None)
         if wandb:
             try:
                 import wandb as wandb_lib
@@ -184,13 +186,15 @@ class TrainMonitor:
         device: where training runs (GPU memory is logged on CUDA).
         log_every: iterations between logged points.
         model: searched for the Dynamic Alignment matrix W.
+        start_step: the optimizer step a resumed run starts from.
     """
 
     def __init__(self, run_dir: str | Path, is_main: bool, device: torch.device, log_every: int = 20,
-                 model: torch.nn.Module | None = None) -> None:
+                 model: torch.nn.Module | None = None, start_step: int = 0) -> None:
         settings = logging_settings(Path(run_dir)) if is_main else dict(DEFAULTS)
         self.writer = Monitor(run_dir, enabled=is_main, tensorboard=bool(settings["tensorboard"]),
-                              wandb=bool(settings["wandb"]), wandb_project=str(settings["wandb_project"]))
+                              wandb=bool(settings["wandb"]), wandb_project=str(settings["wandb_project"]),
+                              purge_step=start_step)
         self.device, self.log_every, self.model = device, max(int(log_every), 1), model
         self.image_every = max(int(settings["image_every"]), 1)
         self.wait_s = 0.0

@@ -147,11 +147,13 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
         optimizer.load_state_dict(ckpt["optimizer"])
         start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
         set_rng_state(ckpt["rng"])
+        if info.rank:  # the checkpoint holds rank 0's RNG streams; other ranks draw their own masks
+            seed_everything(cfg.seed + info.rank + 1_000_003 * start_epoch)
         if info.is_main:
             print(f"[pretrain] resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
     log = _Log(out / "log.jsonl", start_epoch, info.is_main)
     from maskalign.monitor import TrainMonitor  # TensorBoard / W&B (logging: in the config)
-    mon = TrainMonitor(out, info.is_main, info.device, cfg.runtime.log_every, objective)
+    mon = TrainMonitor(out, info.is_main, info.device, cfg.runtime.log_every, objective, start_step=step)
     if info.is_main:
         print(f"[pretrain] {cfg.name}: {objective.name} on {len(dataset)} images, {iters} it/epoch, "
               f"batch {cfg.optim.total_batch_size} (per process {per_proc}), lr {lr:.3g}, "
