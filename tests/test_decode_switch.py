@@ -192,3 +192,29 @@ def test_png_named_jpeg_takes_the_fallback_on_the_device_path(tmp_path: Path) ->
         x, y = _epoch(loader, sampler, 0)
     grey = (x * STD + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) * 255
     assert sorted(round(v) for v in grey.mean(dim=(1, 2, 3)).tolist()) == [0, 60, 120, 180]
+
+
+def test_classification_loader_takes_the_marked_device_path(folder: Path) -> None:
+    """``classification_sets`` marks the train set; ``train_loader`` then yields device batches."""
+    from maskalign.distributed import DistInfo
+    from maskalign.transfer.data import train_loader
+
+    ds = SafeImageFolder(folder, transform=pretrain_transform(24, 0.08))
+    ds.decode, ds.device_recipe = "gpu", DeviceRecipe(24, 0.08)
+    loader, sampler = train_loader(ds, 4, DistInfo(), seed=0, num_workers=0)
+    sampler.set_epoch(0)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 4 and loader.batch_size == 4
+    assert all(x.shape == (4, 3, 24, 24) and y.dtype == torch.long for x, y in batches)
+
+
+@pytest.mark.slow
+def test_pretraining_asked_for_gpu_decoding_without_cuda(tmp_path: Path, demo_teacher: Path, capsys) -> None:
+    from conftest import pretrain_cfg
+
+    from maskalign.engine.pretrain import train
+
+    train(pretrain_cfg(tmp_path, "name=dec", "data.num_workers=0", "optim.epochs=1", "runtime.max_steps=1",
+                       "data.decode=gpu"))
+    out = capsys.readouterr().out
+    assert out.count("data.decode=gpu: no CUDA device here, decoding on the CPU instead") == 1

@@ -151,9 +151,8 @@ def test_default_demo_run_writes_its_scalars_and_W(tmp_path: Path, demo_teacher:
     (step, loss), = _series(acc, "epoch/loss")
     assert step == 4 and math.isclose(loss, log[0]["loss"], rel_tol=1e-6)
     assert all(0.0 <= v <= 1.0 for _, v in _series(acc, "train/data_wait_fraction"))
-    w = torch.load(run / "pretrain_model.pth", weights_only=True)
-    w = next(v for k, v in w.items() if k.endswith("weight") and "align" in k and v.dim() == 2
-             and v.shape[0] == int(cfg.align.top_k))
+    w = torch.load(run / "pretrain_model.pth", weights_only=True)["da.weight"]  # Dynamic Alignment's W
+    assert w.shape == (int(cfg.align.top_k), 6)  # top-5 teacher levels x the demo student's 6 blocks
     img = acc.Images("alignment/W")[0]
     assert (img.height, img.width) == (w.shape[0] * 12, w.shape[1] * 12)
 
