@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -52,13 +53,13 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # random teachers: never reach for a hub
 
-import torch  # noqa: E402
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 sys.path.insert(0, str(REPO))
 
-import pretrain_speed as ps  # noqa: E402  (read-only reuse: builders, FLOP counter)
+import pretrain_speed as ps
 
 BF16_DENSE_PEAK_TFLOPS = {"H200": 989.4, "H100 PCIE": 756.0, "H100": 989.4}  # module docstring
 BUDGET_S = 480.0
@@ -361,7 +362,7 @@ def ddp_worker(args: argparse.Namespace) -> int:
         ctx.work.mkdir(parents=True, exist_ok=True)
         atomic_write_text(ctx.work / "ddp_worker.json", json.dumps(
             {"backend": backend, "world": dist.get_world_size(), "losses": losses,
-             "finite": all(v == v and abs(v) < float("inf") for v in losses)}) + "\n")
+             "finite": all(math.isfinite(v) for v in losses)}) + "\n")
     dist.destroy_process_group()
     return 0
 
@@ -386,7 +387,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.budget_s is None:
         args.budget_s = float("inf") if args.dry_run else BUDGET_S
     t_start = time.perf_counter()
-    left = lambda: args.budget_s - (time.perf_counter() - t_start)  # noqa: E731
+    left = lambda: args.budget_s - (time.perf_counter() - t_start)
     sections: dict[str, Callable[[], dict[str, Any]]] = {
         "pretrain_step": lambda: pretrain_step(ctx),
         "compile": lambda: compile_check(ctx),

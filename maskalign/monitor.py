@@ -29,24 +29,33 @@ import torch
 
 from maskalign.errors import UserError
 
-__all__ = ["Monitor", "TrainMonitor", "alignment_matrix", "detectron2_writer", "matrix_image",
-           "mmseg_tensorboard", "TB_DIR"]
+__all__ = [
+    "TB_DIR",
+    "Monitor",
+    "TrainMonitor",
+    "alignment_matrix",
+    "detectron2_writer",
+    "matrix_image",
+    "mmseg_tensorboard",
+]
 
 TB_DIR = "tensorboard"
 DEFAULTS: dict[str, Any] = {"tensorboard": True, "wandb": False, "wandb_project": "maskalign", "image_every": 5}
 
 
-def logging_settings(run_dir: Path) -> dict[str, Any]:
-    """The ``logging:`` section of ``run_dir/config.yaml`` over the defaults (missing file: defaults)."""
-    settings = dict(DEFAULTS)
+def run_config(run_dir: Path) -> dict[str, Any]:
+    """The run folder's resolved ``config.yaml`` as a plain dict (empty if there is none)."""
     path = Path(run_dir) / "config.yaml"
-    if path.is_file():
-        from omegaconf import OmegaConf
+    if not path.is_file():
+        return {}
+    from omegaconf import OmegaConf
 
-        section = OmegaConf.load(path).get("logging")
-        if section is not None:
-            settings.update(OmegaConf.to_container(section, resolve=True))  # type: ignore[arg-type]
-    return settings
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
+
+
+def logging_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's ``logging:`` section over the defaults."""
+    return {**DEFAULTS, **dict(config.get("logging") or {})}
 
 
 class Monitor:
@@ -191,10 +200,11 @@ class TrainMonitor:
 
     def __init__(self, run_dir: str | Path, is_main: bool, device: torch.device, log_every: int = 20,
                  model: torch.nn.Module | None = None, start_step: int = 0) -> None:
-        settings = logging_settings(Path(run_dir)) if is_main else dict(DEFAULTS)
+        config = run_config(Path(run_dir)) if is_main else {}
+        settings = logging_settings(config)
         self.writer = Monitor(run_dir, enabled=is_main, tensorboard=bool(settings["tensorboard"]),
                               wandb=bool(settings["wandb"]), wandb_project=str(settings["wandb_project"]),
-                              purge_step=start_step)
+                              config=config, purge_step=start_step)
         self.device, self.log_every, self.model = device, max(int(log_every), 1), model
         self.image_every = max(int(settings["image_every"]), 1)
         self.wait_s = 0.0

@@ -15,8 +15,14 @@ from PIL import Image
 from torchvision import transforms as T
 
 from maskalign.config import ConfigError
-from maskalign.data.decode import (DeviceRecipe, build_loader, cpu_images_per_s, resolve_decode, starves,
-                                   step_images_per_s)
+from maskalign.data.decode import (
+    DeviceRecipe,
+    build_loader,
+    cpu_images_per_s,
+    resolve_decode,
+    starves,
+    step_images_per_s,
+)
 from maskalign.data.imagenet import SafeImageFolder
 from maskalign.data.keyed import KeyedDataset, sample_seed
 from maskalign.data.transforms import pretrain_transform
@@ -189,7 +195,7 @@ def test_png_named_jpeg_takes_the_fallback_on_the_device_path(tmp_path: Path) ->
     loader, sampler = build_loader(ds, 4, 0, 1, 0, 0, CPU, "gpu", DeviceRecipe(16, 1.0))
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # nothing is skipped
-        x, y = _epoch(loader, sampler, 0)
+        x, _ = _epoch(loader, sampler, 0)
     grey = (x * STD + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) * 255
     assert sorted(round(v) for v in grey.mean(dim=(1, 2, 3)).tolist()) == [0, 60, 120, 180]
 

@@ -98,8 +98,8 @@ def test_mmseg_config_gets_a_tensorboard_backend(tmp_path: Path) -> None:
     from mmengine.registry import VISBACKENDS
     from mmengine.visualization import TensorboardVisBackend  # noqa: F401 -- registers it
 
-    cfg = ConfigDict(visualizer=dict(type="SegLocalVisualizer", vis_backends=[dict(type="LocalVisBackend")],
-                                     name="visualizer"))
+    cfg = ConfigDict(visualizer={"type": "SegLocalVisualizer", "vis_backends": [{"type": "LocalVisBackend"}],
+                                 "name": "visualizer"})
     mmseg_tensorboard(cfg, tmp_path)
     mmseg_tensorboard(cfg, tmp_path)  # idempotent
     backends = cfg.visualizer.vis_backends
@@ -179,3 +179,36 @@ def test_classification_job_writes_tensorboard(tmp_path: Path, demo_imagenet: Pa
     log = json.loads((tmp_path / "finetune" / "tb" / "log.jsonl").read_text().splitlines()[0])
     (_, top1), = _series(acc, "epoch/val_top1")
     assert top1 == pytest.approx(log["val_top1"])
+
+
+def test_wandb_mirrors_the_scalars_when_asked(tmp_path: Path, monkeypatch) -> None:
+    """With a stand-in ``wandb`` module: the run is initialised from the run folder's config and
+    receives the same points as TensorBoard."""
+    import sys
+    import types
+
+    calls: dict[str, list] = {"init": [], "log": [], "finish": []}
+
+    class Run:
+        def log(self, data, step=None):
+            calls["log"].append((data, step))
+
+        def finish(self):
+            calls["finish"].append(True)
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: calls["init"].append(kw) or Run()
+    fake.Image = lambda arr: ("image", arr.shape)
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    (tmp_path / "config.yaml").write_text("seed: 3\nlogging:\n  wandb: true\n  wandb_project: lab\n")
+    mon = TrainMonitor(tmp_path, is_main=True, device=torch.device("cpu"), log_every=1)
+    for it, _ in enumerate(mon.timed(range(2))):
+        mon.iteration(it, it + 1, torch.tensor(0.5), {"align_loss": torch.tensor(0.25)}, 1e-3, 4)
+    mon.close()
+    (init,) = calls["init"]
+    assert init["project"] == "lab" and init["name"] == tmp_path.name and init["config"]["seed"] == 3
+    assert init["resume"] == "allow"
+    assert [step for _, step in calls["log"]] == [1, 2]
+    assert calls["log"][0][0]["train/loss"] == 0.5 and calls["log"][0][0]["train/align_loss"] == 0.25
+    assert calls["finish"] == [True]
+    assert _series(_events(tmp_path / "tensorboard"), "train/loss") == [(1, 0.5), (2, 0.5)]

@@ -178,9 +178,9 @@ def build_loader(dataset: Dataset, per_proc_batch: int, rank: int, world: int, s
     """
     shard = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
     sampler = EpochKeys(shard)
-    common: dict[str, Any] = dict(batch_size=per_proc_batch, sampler=sampler, num_workers=num_workers,
-                                  drop_last=True, pin_memory=device.type == "cuda",
-                                  persistent_workers=persistent_workers and num_workers > 0)
+    common: dict[str, Any] = {"batch_size": per_proc_batch, "sampler": sampler, "num_workers": num_workers,
+                              "drop_last": True, "pin_memory": device.type == "cuda",
+                              "persistent_workers": persistent_workers and num_workers > 0}
     if decode == "gpu":
         from maskalign.data.gpu_decode import JpegFolder, collate_keyed_bytes
 

@@ -62,7 +62,7 @@ class JpegFolder(Dataset):
         self.targets = [s[1] for s in self.samples]
 
     @classmethod
-    def like(cls, folder: Dataset) -> "JpegFolder":
+    def like(cls, folder: Dataset) -> JpegFolder:
         """The same files, classes and order as an ``ImageFolder`` (the CPU path's data set)."""
         self = cls.__new__(cls)
         self.root = Path(folder.root)  # type: ignore[attr-defined]

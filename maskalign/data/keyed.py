@@ -41,7 +41,7 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return (x * 0xD6E8FEB86659FD93) & _MASK63
 
 
-class seeded:  # noqa: N801 -- used as a context manager, like torch.random.fork_rng
+class seeded:
     """Context: torch/Python/NumPy global RNGs seeded from ``seed`` inside, restored on exit."""
 
     def __init__(self, seed: int) -> None:
@@ -55,7 +55,7 @@ class seeded:  # noqa: N801 -- used as a context manager, like torch.random.fork
         random.seed(self.seed)
         np.random.seed(self.seed % (2**32))
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         torch.set_rng_state(self._torch)
         random.setstate(self._py)
         np.random.set_state(self._np)

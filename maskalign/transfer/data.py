@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maskalign.config import ConfigError
 from maskalign.data.decode import DeviceRecipe, build_loader, resolve_decode
-from maskalign.data.keyed import EpochKeys
 from maskalign.data.imagenet import DataError, SafeImageFolder, image_folder
+from maskalign.data.keyed import EpochKeys
 from maskalign.data.transforms import eval_transform
 from maskalign.distributed import DistInfo
 from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
