@@ -345,7 +345,9 @@ def ddp_worker(args: argparse.Namespace) -> int:
     backend = "nccl" if ctx.device.type == "cuda" else "gloo"
     dist.init_process_group(backend)
     e = _build(ctx, "maskalign")
-    ddp = torch.nn.parallel.DistributedDataParallel(e.obj, device_ids=[local] if ctx.device.type == "cuda" else None)
+    ddp = torch.nn.parallel.DistributedDataParallel(  # as the engine wraps it
+        e.obj, device_ids=[local] if ctx.device.type == "cuda" else None,
+        find_unused_parameters=getattr(e.obj, "find_unused_parameters", False))
     losses = []
     for _ in range(3):
         with ps.autocast_ctx(ctx.device, ctx.amp):
