@@ -280,7 +280,8 @@ def vitdet_check(ctx: Ctx, timeout: float) -> dict[str, Any]:
                     "--config-file", config, "--data", str(coco), "--output-dir", str(out),
                     f"train.max_iter={ctx.det_iters}", "dataloader.train.total_batch_size=2",
                     f"train.amp.enabled={ctx.device.type == 'cuda'}", "train.log_period=1",
-                    f"train.eval_period={10 ** 9}", f"dataloader.train.num_workers={0 if ctx.dry else 4}"], timeout)
+                    f"train.eval_period={10 ** 9}", f"dataloader.train.num_workers={0 if ctx.dry else 4}",
+                    f"train.device={ctx.device.type}"], timeout)
     rows = [json.loads(x) for x in (out / "metrics.json").read_text().splitlines() if x.strip()]
     times = [r["time"] for r in rows if "time" in r]
     # detectron2's IterationTimer leaves the first iterations untimed: none in a 2-iteration dry run.

@@ -127,7 +127,8 @@ def test_vitdet_b_25ep_one_iteration_at_1024(tmp_path: Path, vitb_encoder: Path)
     res = _cli("coco_vitdet.py", "--ckpt", str(vitb_encoder), "--config-file", "mask_rcnn_vitdet_b_25ep_maskalign",
                "--data", str(coco), "--output-dir", str(out), "train.max_iter=1",
                "dataloader.train.total_batch_size=1", "dataloader.train.num_workers=0",
-               "dataloader.test.num_workers=0", "train.log_period=1")
+               "dataloader.test.num_workers=0", "train.log_period=1",
+               f"train.device={'cuda' if torch.cuda.is_available() else 'cpu'}")
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     rows = [json.loads(x) for x in (out / "metrics.json").read_text().splitlines() if x.strip()]
     assert any(math.isfinite(r.get("total_loss", math.nan)) for r in rows)

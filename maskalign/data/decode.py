@@ -110,8 +110,8 @@ def step_images_per_s(model: torch.nn.Module, batch: int, img_size: int, device:
                       autocast: Callable[[], Any], iters: int = 3) -> float:
     """Images/s of ``iters`` forward+backward passes of ``model`` on a random batch (after one
     warm-up), leaving the run as it was: RNG states and buffers restored, gradients cleared."""
-    buffers = {k: v.detach().clone() for k, v in model.state_dict().items()
-               if k in dict(model.named_buffers())}
+    names = {k for k, _ in model.named_buffers()}
+    buffers = {k: v.detach().clone() for k, v in model.state_dict().items() if k in names}
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         x = torch.randn(batch, 3, img_size, img_size, device=device)
@@ -206,5 +206,12 @@ def pretrain_loader(cfg: Any, objective: torch.nn.Module, dataset: Dataset, info
     log = print if info.is_main else (lambda _msg: None)
     decode = resolve_decode(str(cfg.data.get("decode", "auto")), info.device, recipe,
                             f"method={cfg.method} augments with its own transform", measure=measure, log=log)
+    if info.world_size > 1:  # auto measures on every rank; all follow rank 0's answer
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            choice = [decode]
+            dist.broadcast_object_list(choice, src=0)
+            decode = choice[0]
     return build_loader(dataset, per_proc_batch, info.rank, info.world_size, int(cfg.seed), workers,
                         info.device, decode, recipe)
