@@ -126,6 +126,8 @@ def test_vitdet_b_25ep_one_iteration_at_1024(tmp_path: Path, vitb_encoder: Path)
     out = tmp_path / "vitdet"
     res = _cli("coco_vitdet.py", "--ckpt", str(vitb_encoder), "--config-file", "mask_rcnn_vitdet_b_25ep_maskalign",
                "--data", str(coco), "--output-dir", str(out), "train.max_iter=1",
+               # the recipe's own schedule length, stated so that it is not rescaled to one iteration
+               "lr_multiplier.scheduler.num_updates=46093",
                "dataloader.train.total_batch_size=1", "dataloader.train.num_workers=0",
                "dataloader.test.num_workers=0", "train.log_period=1",
                f"train.device={'cuda' if torch.cuda.is_available() else 'cpu'}")

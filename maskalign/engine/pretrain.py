@@ -153,7 +153,8 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
             print(f"[pretrain] resumed from {ckpt_path} at epoch {start_epoch}", flush=True)
     log = _Log(out / "log.jsonl", start_epoch, info.is_main)
     from maskalign.monitor import TrainMonitor  # TensorBoard / W&B (logging: in the config)
-    mon = TrainMonitor(out, info.is_main, info.device, cfg.runtime.log_every, objective, start_step=step)
+    mon = TrainMonitor(out, info.is_main, info.device, cfg.runtime.log_every, objective,
+                       start_step=step)
     if info.is_main:
         print(f"[pretrain] {cfg.name}: {objective.name} on {len(dataset)} images, {iters} it/epoch, "
               f"batch {cfg.optim.total_batch_size} (per process {per_proc}), lr {lr:.3g}, "
@@ -193,7 +194,8 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
             for k, v in result.metrics.items():
                 metric_sums[k] = metric_sums.get(k, torch.zeros((), device=info.device)) + v.detach().float()
             n_seen += 1
-            mon.iteration(it, step, result.loss, result.metrics, optimizer.param_groups[0]["lr"], per_proc * info.world_size)
+            mon.iteration(it, step, result.loss, result.metrics, optimizer.param_groups[0]["lr"],
+                          per_proc * info.world_size)
             if bar is not None:
                 bar.update(1)
                 if (it + 1) % cfg.runtime.log_every == 0 or it + 1 == iters:

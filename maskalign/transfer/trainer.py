@@ -106,7 +106,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
     if info.is_main and start_epoch == 0 and log_path.exists():
         log_path.unlink()
     from maskalign.monitor import TrainMonitor  # TensorBoard / W&B (logging: in the config)
-    mon = TrainMonitor(out, info.is_main, info.device, min(20, iters))
+    mon = TrainMonitor(out, info.is_main, info.device, min(20, iters), start_step=step)
     for epoch in range(start_epoch, schedule.epochs):
         train_sampler.set_epoch(epoch)
         set_mode(net)
@@ -130,7 +130,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
                 step += 1
             loss_sum += loss.detach().float()
             seen += 1
-            mon.iteration(it, step, loss, {}, max(g["lr"] for g in optimizer.param_groups), len(images) * info.world_size)
+            mon.iteration(it, step, loss, {}, max(g["lr"] for g in optimizer.param_groups),
+                          len(images) * info.world_size)
             if schedule.max_steps is not None and step >= schedule.max_steps:
                 break
         train_loss = all_reduce_mean(loss_sum / max(seen, 1)).item()
