@@ -297,15 +297,12 @@ class _Noise(torch.utils.data.Dataset):
 
 
 def _batches(workers: int, skip: int, epoch: int = 1) -> list[torch.Tensor]:
-    from torch.utils.data import DataLoader, RandomSampler
+    from maskalign.data.decode import build_loader
 
-    from maskalign.engine.resumable_data import SeededSamples, SkippingSampler
-
-    ds = SeededSamples(_Noise(), seed=3)
-    ds.set_epoch(epoch)
-    sampler = SkippingSampler(RandomSampler(ds, generator=torch.Generator().manual_seed(epoch)))
+    # The pre-training engine's own loader (CPU decode), one process, resumed ``skip`` samples in.
+    loader, sampler = build_loader(_Noise(), 4, rank=0, world=1, seed=3, num_workers=workers,
+                                   device=torch.device("cpu"), decode="cpu")
     sampler.set_epoch(epoch, skip)
-    loader = DataLoader(ds, batch_size=4, sampler=sampler, num_workers=workers, generator=torch.Generator())
     return list(loader)
 
 

@@ -21,7 +21,9 @@ can decode is reported once by path and replaced by another image of the same ba
 
 Random numbers come from the global CPU RNG (or ``generator``), never from the device, so sampling
 the crops costs no host-device synchronisation and checkpoints that save the RNG state resume the
-same augmentation.
+same augmentation. Given per-image seeds (``maskalign.data.keyed``: the engine's path), each image's
+crop and flip are drawn exactly as torchvision's ``RandomResizedCrop`` and ``RandomHorizontalFlip``
+draw them under that seed, so the CPU and GPU paths crop the same image the same way.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from torch.utils.data import Dataset
 
 from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
 
-__all__ = ["GpuAugment", "JpegFolder", "collate_bytes", "sample_crop", "unpack_bytes"]
+__all__ = ["GpuAugment", "JpegFolder", "collate_bytes", "collate_keyed_bytes", "sample_crop", "unpack_bytes"]
 
 
 class JpegFolder(Dataset):
@@ -59,14 +61,27 @@ class JpegFolder(Dataset):
         self.samples = make_dataset(str(self.root), self.class_to_idx, extensions=tuple(extensions))
         self.targets = [s[1] for s in self.samples]
 
+    @classmethod
+    def like(cls, folder: Dataset) -> JpegFolder:
+        """The same files, classes and order as an ``ImageFolder`` (the CPU path's data set)."""
+        self = cls.__new__(cls)
+        self.root = Path(folder.root)  # type: ignore[attr-defined]
+        self.classes, self.class_to_idx = list(folder.classes), dict(folder.class_to_idx)  # type: ignore[attr-defined]
+        self.samples = list(folder.samples)  # type: ignore[attr-defined]
+        self.targets = [s[1] for s in self.samples]
+        return self
+
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        from torchvision.io import read_file
-
         path, label = self.samples[index]
-        return read_file(path), label
+        try:
+            with open(path, "rb") as f:
+                raw = f.read()
+        except OSError:
+            raw = b""  # decoding reports it (by name) and replaces it, as the CPU path skips it
+        return torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.empty(0, dtype=torch.uint8), label
 
 
 def collate_bytes(batch: list[tuple[torch.Tensor, int]]) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]:
@@ -74,6 +89,15 @@ def collate_bytes(batch: list[tuple[torch.Tensor, int]]) -> tuple[tuple[torch.Te
     data = [b[0] for b in batch]
     lengths = torch.tensor([d.numel() for d in data], dtype=torch.long)
     return (torch.cat(data), lengths), torch.tensor([b[1] for b in batch], dtype=torch.long)
+
+
+def collate_keyed_bytes(batch: list[tuple[torch.Tensor, int, int, int]]
+                        ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+    """As ``collate_bytes`` for ``(bytes, label, seed, index)`` items (``KeyedDataset(...,
+    with_seed=True)``): ``((packed, lengths), labels, seeds, indices)``."""
+    data, labels = collate_bytes([(b[0], b[1]) for b in batch])
+    return (data, labels, torch.tensor([b[2] for b in batch], dtype=torch.long),
+            torch.tensor([b[3] for b in batch], dtype=torch.long))
 
 
 def unpack_bytes(data: tuple[torch.Tensor, torch.Tensor] | Sequence[torch.Tensor]) -> list[torch.Tensor]:
@@ -142,39 +166,57 @@ class GpuAugment:
         std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self._a = (1.0 / (255.0 * std_t)).to(self.device)
         self._b = (-mean_t / std_t).to(self.device)
-        self._warned: set[int] = set()
+        self._warned: set[int | str] = set()
 
     # --- decoding ----------------------------------------------------------------------------
-    def decode(self, data: list[torch.Tensor]) -> list[torch.Tensor | None]:
-        """Encoded files -> uint8 ``(3, H, W)`` on the device (``None`` where nothing decodes)."""
+    def decode(self, data: list[torch.Tensor], names: Sequence[str] | None = None) -> list[torch.Tensor | None]:
+        """Encoded files -> uint8 ``(3, H, W)`` on the device (``None`` where nothing decodes).
+
+        ``names`` (the files' paths) make the warning about an undecodable file name it."""
         from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
         try:
-            out = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
-            return list(out)
-        except RuntimeError:
+            if all(d.numel() for d in data):
+                return list(decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device))
+        except (RuntimeError, ValueError):
             pass  # one bad file fails the whole batched call: go one by one
         images: list[torch.Tensor | None] = []
         for i, d in enumerate(data):
             img = None
             try:
                 img = decode_jpeg(d, mode=ImageReadMode.RGB, device=self.device)
-            except RuntimeError:
+            except (RuntimeError, ValueError):
                 try:
                     img = decode_image(d, mode=ImageReadMode.RGB).to(self.device, non_blocking=True)
-                except RuntimeError as e:
-                    if i not in self._warned:
-                        warnings.warn(f"skipping an undecodable image (batch position {i}): {e}",
-                                      RuntimeWarning, stacklevel=2)
-                        self._warned.add(i)
+                except (RuntimeError, ValueError) as e:
+                    what = names[i] if names is not None else f"batch position {i}"
+                    if what not in self._warned:
+                        reason = str(e).splitlines()[0] if d.numel() else "empty or unreadable file"
+                        warnings.warn(f"skipping unreadable image {what}: {reason}", RuntimeWarning, stacklevel=2)
+                        self._warned.add(what)
             images.append(img)
         return images
 
     # --- augmentation ------------------------------------------------------------------------
-    def crop_resize(self, img: torch.Tensor, flip: bool) -> torch.Tensor:
-        """One image: random resized crop to ``S x S`` (bicubic, antialiased), optional flip."""
+    def keyed_params(self, img: torch.Tensor, seed: int) -> tuple[tuple[int, int, int, int], bool]:
+        """``((top, left, h, w), flip)`` as torchvision's ``RandomResizedCrop`` then
+        ``RandomHorizontalFlip`` draw them from the global RNG seeded with ``seed`` (the CPU path
+        under ``KeyedDataset``)."""
+        from torchvision.transforms import RandomResizedCrop
+
+        from maskalign.data.keyed import seeded
+
+        with seeded(seed):
+            box = RandomResizedCrop.get_params(img, list(self.scale), list(self.ratio))
+            flip = bool(torch.rand(1) < self.hflip)
+        return tuple(int(v) for v in box), flip  # type: ignore[return-value]
+
+    def crop_resize(self, img: torch.Tensor, flip: bool,
+                    box: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+        """One image: random resized crop to ``S x S`` (bicubic, antialiased), optional flip;
+        ``box`` = ``(top, left, h, w)`` fixes the crop instead of sampling it."""
         _, h, w = img.shape
-        top, left, ch, cw = sample_crop(h, w, self.scale, self.ratio, self.generator)
+        top, left, ch, cw = box if box is not None else sample_crop(h, w, self.scale, self.ratio, self.generator)
         x = img[None, :, top:top + ch, left:left + cw]
         size = (self.img_size, self.img_size)
         if self.uint8_resize:
@@ -186,17 +228,28 @@ class GpuAugment:
             x = x.clamp_(0.0, 255.0).round_()  # PIL's resize returns uint8: clamp and round the same way
         return x.flip(-1) if flip else x
 
-    def __call__(self, data: tuple[torch.Tensor, torch.Tensor] | Sequence[torch.Tensor]) -> torch.Tensor:
-        """``data``: ``collate_bytes``'s packed batch, or a list of encoded files."""
-        decoded = self.decode(unpack_bytes(data))
+    def __call__(self, data: tuple[torch.Tensor, torch.Tensor] | Sequence[torch.Tensor],
+                 seeds: torch.Tensor | Sequence[int] | None = None,
+                 names: Sequence[str] | None = None) -> torch.Tensor:
+        """``data``: ``collate_bytes``'s packed batch, or a list of encoded files; ``seeds``: one
+        per image (crop and flip as the CPU path draws them under that seed); ``names``: the
+        files' paths, for warnings."""
+        decoded = self.decode(unpack_bytes(data), names)
         good = [i for i, im in enumerate(decoded) if im is not None]
         if not good:
             raise RuntimeError("GPU decoding: no image of the batch could be decoded")
-        flips = (torch.rand(len(decoded), generator=self.generator) < self.hflip).tolist()
+        if seeds is None:
+            flips = (torch.rand(len(decoded), generator=self.generator) < self.hflip).tolist()
+        else:
+            seeds = seeds.tolist() if torch.is_tensor(seeds) else list(seeds)
         out = []
         for i, im in enumerate(decoded):
             if im is None:
                 im = decoded[good[i % len(good)]]  # stand-in keeps the batch size
-            out.append(self.crop_resize(im, flips[i]))
+            if seeds is None:
+                out.append(self.crop_resize(im, flips[i]))
+            else:
+                box, flip = self.keyed_params(im, int(seeds[i]))
+                out.append(self.crop_resize(im, flip, box))
         x = torch.cat(out) * self._a + self._b
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x

@@ -133,6 +133,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import CommonMetricPrinter, JSONWriter
+    from maskalign.monitor import detectron2_writer  # TensorBoard in the run folder
     from detectron2.utils.logger import setup_logger
 
     from maskalign.detection import configs
@@ -229,7 +230,8 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
                 else None,
                 periodic_eval_hook(int(cfg.train.eval_period), lambda: evaluate(cfg, model, out)),
                 hooks.PeriodicWriter(
-                    [CommonMetricPrinter(max_iter), JSONWriter(str(out / "metrics.json"))],
+                    [CommonMetricPrinter(max_iter), JSONWriter(str(out / "metrics.json")),
+                     detectron2_writer(out)],
                     period=int(cfg.train.log_period),
                 )
                 if comm.is_main_process()

@@ -4,7 +4,7 @@ One epoch = one pass over the training set with ``drop_last``; the lr follows th
 schedule per iteration; a checkpoint is written atomically at epoch ends and, when a stop signal
 arrives (SLURM's requeue signal USR2, or TERM), at the next iteration boundary with the position
 in the epoch. It holds every RNG state, the epoch's running sums and the log entries of the
-epochs done; each sample's augmentation is seeded by (seed, epoch, index) (``resumable_data``), so
+epochs done; each sample's augmentation is seeded by (seed, epoch, index) (``maskalign.data.keyed``), so
 a resumed run reproduces the losses of an uninterrupted one bit for bit on CPU with the same seed.
 The run folder's own rules (one writer, a finished run left alone, no resume under another
 config) are in :mod:`maskalign.engine.run_folder`.
@@ -20,23 +20,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
 
 from maskalign.amp import autocast
 from maskalign.atomic import append_line
 from maskalign.checkpoint import (CheckpointError, export_encoder, latest_checkpoint, load_file,
                                   save_training_checkpoint)
 from maskalign.config import ConfigError, to_plain
+from maskalign.data.decode import pretrain_loader
 from maskalign.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from maskalign.engine.optim import build_adamw, cosine_lr, param_groups, scaled_lr, set_lr
-from maskalign.engine.resumable_data import SeededSamples, SkippingSampler
 from maskalign.engine.rng import rng_state, seed_everything, set_rng_state
 from maskalign.engine.run_folder import RunFolder, finished_summary, open_run
 from maskalign.errors import PathError
 from maskalign.labels import backbone_label
+from maskalign.monitor import TrainMonitor
 from maskalign.objectives import Objective, build_objective
 from maskalign.records import Record, checkpoint_ref, now_iso, write_record
-from maskalign.runfolder.preempt import (Stopped, install_handler, quiet_worker, request_stop, stop_now,
+from maskalign.runfolder.preempt import (Stopped, install_handler, request_stop, stop_now,
                                          stop_requested)
 from maskalign.runfolder.slurm_env import current_job_id
 
@@ -129,18 +129,15 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
 
         check_split_dir(Path(cfg.data.root), "train")
     objective = build_objective(cfg).to(info.device)
-    dataset = SeededSamples(build_train_set(cfg, objective), cfg.seed)
+    dataset = build_train_set(cfg, objective)
     per_proc, rem = divmod(cfg.optim.total_batch_size, info.world_size * cfg.optim.accum_iter)
     if rem or per_proc < 1:
         raise ConfigError(f"optim.total_batch_size={cfg.optim.total_batch_size} is not divisible by "
                          f"world size {info.world_size} x accum_iter {cfg.optim.accum_iter}")
-    sampler = SkippingSampler(DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank,
-                                                 shuffle=True, seed=cfg.seed, drop_last=True))
-    # The loader's own generator: creating an epoch's iterator must not draw from the global RNG,
-    # whose state a mid-epoch checkpoint restores *after* that iterator was made.
-    loader = DataLoader(dataset, batch_size=per_proc, sampler=sampler, num_workers=cfg.data.num_workers,
-                        drop_last=True, pin_memory=info.device.type == "cuda", persistent_workers=False,
-                        worker_init_fn=quiet_worker, generator=torch.Generator().manual_seed(cfg.seed))
+    # data.decode (CPU or on-device decoding); each image's augmentation is seeded by (seed, epoch,
+    # index) (maskalign/data/keyed.py), so batches do not depend on workers, world size or a resume.
+    loader, sampler = pretrain_loader(cfg, objective, dataset, info, per_proc,
+                                      lambda: autocast(info.device, cfg.runtime.amp))
     iters = len(loader)
     if iters == 0:
         raise ConfigError(f"the training set ({len(dataset)} images) is smaller than one batch of {per_proc}")
@@ -179,10 +176,13 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
         accum = dict(ckpt.get("accum") or {})
         set_rng_state(ckpt["rng"])
         run.ckpt = None  # the optimizer holds its own copy now
+        if info.rank:  # the checkpoint holds rank 0's RNG streams; other ranks draw their own masks
+            seed_everything(cfg.seed + info.rank + 1_000_003 * start_epoch)
         if info.is_main:
             where = f"epoch {start_epoch}" + (f", iteration {start_iter}/{iters}" if start_iter else "")
             print(f"[pretrain] resumed from {ckpt_path} at {where}", flush=True)
     run.log_history(history)
+    mon = TrainMonitor(out, info.is_main, info.device, cfg.runtime.log_every, objective, start_step=step)
     if info.is_main:
         print(f"[pretrain] {cfg.name}: {objective.name} on {len(dataset)} images, {iters} it/epoch, "
               f"batch {cfg.optim.total_batch_size} (per process {per_proc}), lr {lr:.3g}, "
@@ -195,7 +195,6 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
     for epoch in range(start_epoch, cfg.optim.epochs):
         skip = start_iter if epoch == start_epoch else 0
         sampler.set_epoch(epoch, skip * per_proc)
-        dataset.set_epoch(epoch)
         model.train()
         loss_sum = accum.get("loss_sum", torch.zeros(())).to(info.device) if skip else torch.zeros((), device=info.device)
         metric_sums: dict[str, torch.Tensor] = {k: v.to(info.device) for k, v in accum.get("metric_sums", {}).items()} \
@@ -205,7 +204,7 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
         bar = _progress(iters, f"epoch {epoch + 1}/{cfg.optim.epochs}", info.is_main)
         if bar is not None and skip:
             bar.update(skip)
-        for it, (images, _) in enumerate(loader, start=skip):
+        for it, (images, _) in enumerate(mon.timed(loader), start=skip):
             if it % cfg.optim.accum_iter == 0:
                 set_lr(optimizer, cosine_lr(epoch + it / iters, lr, cfg.optim.min_lr,
                                             cfg.optim.warmup_epochs, cfg.optim.epochs))
@@ -229,6 +228,8 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
             for k, v in result.metrics.items():
                 metric_sums[k] = metric_sums.get(k, torch.zeros((), device=info.device)) + v.detach().float()
             n_seen += 1
+            mon.iteration(it, step, result.loss, result.metrics, optimizer.param_groups[0]["lr"],
+                          per_proc * info.world_size)
             if bar is not None:
                 bar.update(1)
                 if (it + 1) % cfg.runtime.log_every == 0 or it + 1 == iters:
@@ -266,6 +267,7 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
             # After the checkpoint: a crash in between leaves a checkpoint whose history has this
             # line, and the next start rewrites log.jsonl from that history.
             append_line(out / "log.jsonl", json.dumps(entry))
+            mon.epoch(done, entry, step)
             print(f"[pretrain] epoch {done}/{cfg.optim.epochs} loss {mean_loss:.5f} "
                   f"({entry['images_per_s']:.1f} img/s)", flush=True)
         barrier()
@@ -276,6 +278,7 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
             _stop_mid_epoch(run, info, None if saved else _state(objective, optimizer, done, step, cfg, history),
                             done, 0, iters)
 
+    mon.close()
     summary: dict[str, Any] = {"out_dir": str(out), "final_loss": last_loss, "epochs_done": epochs_done}
     if info.is_main:
         meta = pretrain_meta(cfg, objective, epochs_done)

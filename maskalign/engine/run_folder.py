@@ -34,10 +34,11 @@ from maskalign.runfolder.lock import RunLock
 from maskalign.runfolder.slurm_env import current_job_id
 
 # Keys that may differ between the starts of one run: where things are, how often to log or save,
-# how many loader processes (SeededSamples makes the batches independent of it), the device, and
-# how far to go (max_steps, a smoke-test knob).
-RESUMABLE_KEYS = ("name", "output_dir", "data.root", "data.num_workers", "runtime.device", "runtime.save_every",
-                  "runtime.keep_every", "runtime.log_every", "runtime.max_steps", "runtime.restart")
+# how many loader processes (keyed augmentation makes the batches independent of it), where images
+# are decoded, the device, how far to go (max_steps, a smoke-test knob) and what is logged where.
+RESUMABLE_KEYS = ("name", "output_dir", "data.root", "data.num_workers", "data.decode", "runtime.device",
+                  "runtime.save_every", "runtime.keep_every", "runtime.log_every", "runtime.max_steps",
+                  "runtime.restart", "logging")
 # The run's outputs, set aside together on an explicit restart.
 OUTPUTS = ("record.json", "log.jsonl", "config.yaml", "checkpoint.pth", "encoder.pth", "encoder.json",
            "pretrain_model.pth")

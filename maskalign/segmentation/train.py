@@ -171,6 +171,9 @@ def prepare_config(cfg: Any, spec: JobSpec, arch: dict[str, Any], num_classes: i
         raise SegConfigError(f"{config_of(spec)}: optim_wrapper.paramwise_cfg.num_layers is {pw['num_layers']} "
                              f"but the backbone has {arch['depth']} blocks")
     cfg.work_dir = str(spec.folder)
+    from maskalign.monitor import mmseg_tensorboard  # TensorBoard in the run folder
+
+    mmseg_tensorboard(cfg, spec.folder)
     cfg.launcher = "pytorch" if world_size > 1 else "none"
     cfg.resume = not bool(spec.options.get("eval_only"))
     cfg.load_from = None

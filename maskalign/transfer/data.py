@@ -8,6 +8,9 @@ Never is a demo world written into a user's data folder.
 Transforms follow MAE's ``util/datasets.py::build_transform``: fine-tuning trains on timm's
 ``create_transform`` (RandomResizedCrop, RandAugment, random erasing), linear probing on
 RandomResizedCrop + flip, and both evaluate with resize to ``img_size / crop_pct`` and a center crop.
+``data.decode`` (``maskalign.data.decode``) moves the training set's decoding and crop/flip onto the
+GPU where the recipe allows it (not under RandAugment, which works on PIL images); every image's
+augmentation is seeded per image and epoch (``maskalign.data.keyed``).
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image, ImageOps
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from maskalign.config import ConfigError
+from maskalign.data.decode import DeviceRecipe, build_loader, resolve_decode
 from maskalign.data.imagenet import DataError, SafeImageFolder, image_folder
+from maskalign.data.keyed import EpochKeys
 from maskalign.data.transforms import eval_transform
 from maskalign.distributed import DistInfo
 from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
@@ -50,7 +56,24 @@ def classification_sets(cfg: Any, img_size: int,
     if train.classes != val.classes:
         raise DataError(f"{root}: train/ and val/ hold different class folders "
                         f"({len(train.classes)} vs {len(val.classes)})")
+    _choose_decode(cfg, train, train_transform)
     return train, val, root, kind
+
+
+def _choose_decode(cfg: Any, train: SafeImageFolder, train_transform: Callable) -> None:
+    """Mark ``train`` with ``data.decode``'s answer (read by ``train_loader``)."""
+    from maskalign.distributed import process_env, resolve_device
+
+    recipe = getattr(train_transform, "device_recipe", None)
+    why_not = getattr(train_transform, "device_unavailable", "this augmentation has no device version")
+    try:
+        device = resolve_device(str(cfg.runtime.device))
+    except RuntimeError:  # runtime.device=cuda without CUDA: the job says so itself, later
+        device = torch.device("cpu")
+    main = process_env().rank == 0
+    train.decode = resolve_decode(str(cfg.data.get("decode", "auto")), device, recipe, why_not,  # type: ignore[attr-defined]
+                                  log=print if main else (lambda _m: None))
+    train.device_recipe = recipe  # type: ignore[attr-defined]
 
 
 def posterize_any_bits(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
@@ -80,6 +103,13 @@ def finetune_train_transform(img_size: int, aug: Any) -> Callable:
         for op in getattr(t, "ops", []):
             if "Posterize" in getattr(op, "name", ""):
                 op.aug_fn = posterize_any_bits
+    if aug.auto_augment:
+        transform.device_unavailable = "RandAugment (aug.auto_augment) works on PIL images, on the CPU"
+    elif aug.color_jitter:
+        transform.device_unavailable = "colour jitter (aug.color_jitter) has no device version here"
+    else:
+        transform.device_recipe = DeviceRecipe(img_size, float(aug.scale_min), float(aug.reprob), str(aug.remode),
+                                               int(aug.recount))
     return transform
 
 
@@ -87,7 +117,9 @@ def linprobe_train_transform(img_size: int) -> Callable:
     """MAE's linear-probing augmentation: RandomResizedCrop (bicubic) and a horizontal flip."""
     from maskalign.data.transforms import pretrain_transform
 
-    return pretrain_transform(img_size, scale_min=0.08)
+    transform = pretrain_transform(img_size, scale_min=0.08)
+    transform.device_recipe = DeviceRecipe(img_size, 0.08)  # type: ignore[attr-defined]
+    return transform
 
 
 class ShardSampler(Sampler[int]):
@@ -108,14 +140,12 @@ class ShardSampler(Sampler[int]):
 
 
 def train_loader(dataset: Dataset, per_proc_batch: int, info: DistInfo, seed: int,
-                 num_workers: int) -> tuple[DataLoader, DistributedSampler]:
-    """Shuffled, ``drop_last`` (mixup pairs a batch with its flip, so batches stay full)."""
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                                 seed=seed, drop_last=True)
-    loader = DataLoader(dataset, batch_size=per_proc_batch, sampler=sampler, num_workers=num_workers,
-                        drop_last=True, pin_memory=info.device.type == "cuda",
-                        persistent_workers=num_workers > 0)
-    return loader, sampler
+                 num_workers: int) -> tuple[Any, EpochKeys]:
+    """Shuffled, ``drop_last`` (mixup pairs a batch with its flip, so batches stay full); decoded on
+    the device if ``classification_sets`` chose that (``dataset.decode``)."""
+    return build_loader(dataset, per_proc_batch, info.rank, info.world_size, seed, num_workers, info.device,
+                        getattr(dataset, "decode", "cpu"), getattr(dataset, "device_recipe", None),
+                        persistent_workers=True)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, info: DistInfo, num_workers: int) -> DataLoader:

@@ -106,11 +106,13 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
     log_path = out / "log.jsonl"
     if info.is_main and start_epoch == 0 and log_path.exists():
         log_path.unlink()
+    from maskalign.monitor import TrainMonitor  # TensorBoard / W&B (logging: in the config)
+    mon = TrainMonitor(out, info.is_main, info.device, min(20, iters), start_step=step)
     for epoch in range(start_epoch, schedule.epochs):
         train_sampler.set_epoch(epoch)
         set_mode(net)
         t0, loss_sum, seen = time.time(), torch.zeros((), device=info.device), 0
-        for it, (images, target) in enumerate(train_loader):
+        for it, (images, target) in enumerate(mon.timed(train_loader)):
             if it % schedule.accum_iter == 0:
                 set_lr(optimizer, cosine_lr(epoch + it / iters, schedule.lr, schedule.min_lr,
                                             schedule.warmup_epochs, schedule.epochs))
@@ -129,6 +131,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
                 step += 1
             loss_sum += loss.detach().float()
             seen += 1
+            mon.iteration(it, step, loss, {}, max(g["lr"] for g in optimizer.param_groups),
+                          len(images) * info.world_size)
             if schedule.max_steps is not None and step >= schedule.max_steps:
                 break
         train_loss = all_reduce_mean(loss_sum / max(seen, 1)).item()
@@ -153,13 +157,15 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
             atomic_torch_save({"model": _unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                                "epoch": done, "step": step, "rng": rng_state(), "best": best, "last": last,
                                **saved}, out / LAST)
-            append_line(log_path, json.dumps(entry))  # runfolder edit: a full disk is one line
+            append_line(log_path, json.dumps(entry))  # a full disk is one line
+            mon.epoch(done, entry, step)
             print(f"[{tag}] epoch {done}/{schedule.epochs} train loss {train_loss:.4f} | val top-1 "
                   f"{stats['top1']:.2f} top-5 {stats['top5']:.2f} (best {best['top1']:.2f}) "
                   f"[{entry['train_images_per_s']:.0f} img/s]", flush=True)
         barrier()
         if finished:
             break
+    mon.close()
     if info.is_main:
         atomic_write_text(out / "summary.json", json.dumps({"last": last, "best": best}, indent=2) + "\n")
     return {"last": last, "best": best, "epochs_done": last.get("epoch", start_epoch),
