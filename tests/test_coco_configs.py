@@ -62,6 +62,18 @@ def test_overriding_max_iter_rescales_the_schedule() -> None:
     assert s.warmup_length * 1000 == pytest.approx(250)
 
 
+@pytest.mark.parametrize("max_iter", [1, 2])
+def test_a_schedule_cut_to_one_or_two_iterations_builds(max_iter: int) -> None:
+    """fvcore refuses a milestone at or past num_updates: a one-iteration smoke run keeps none."""
+    from detectron2.config import instantiate
+
+    cfg = configs.load_config("mask_rcnn_vitdet_b_25ep_maskalign", [f"train.max_iter={max_iter}"])
+    sched = cfg.lr_multiplier.scheduler
+    assert all(0 < m < max_iter for m in sched.milestones) and len(sched["values"]) == len(sched.milestones) + 1
+    lr = instantiate(cfg.lr_multiplier)
+    assert lr(0.0) > 0
+
+
 def test_unknown_key_and_missing_file() -> None:
     with pytest.raises(configs.DetectionConfigError, match="train.max_iters"):
         configs.load_config("mask_rcnn_vitdet_tiny_demo", ["train.max_iters=3"])

@@ -214,8 +214,11 @@ def test_default_root(monkeypatch, tmp_path):
     monkeypatch.setenv("MASKALIGN_DEMO_ROOT", str(tmp_path / "elsewhere"))
     assert default_root() == tmp_path / "elsewhere"
     monkeypatch.delenv("MASKALIGN_DEMO_ROOT")
-    repo = Path(__file__).resolve().parents[1]
-    assert default_root() == repo / "output" / "demo_world"
+    monkeypatch.delenv("MASKALIGN_OUTPUT", raising=False)
+    # under the working directory's output root, never inside the package
+    assert default_root() == Path("output") / "demo_world"
+    monkeypatch.setenv("MASKALIGN_OUTPUT", str(tmp_path / "runs"))
+    assert default_root() == tmp_path / "runs" / "demo_world"
 
 
 # ---------------------------------------------------------------- COCO layout

@@ -14,17 +14,16 @@ import pytest
 from omegaconf import OmegaConf
 from transfer_helpers import robustness_overrides
 
-from maskalign.config import REPO_ROOT, load_config
+from maskalign.config import config_dir, load_config
 from maskalign.records import read_record
 
 pytestmark = pytest.mark.slow
 FAMILIES = ["dinov2_reg", "clip", "deit3"]
-CONFIGS = REPO_ROOT / "transfer" / "configs"
 SHORT = ["optim.epochs=1", "optim.warmup_epochs=0", "runtime.max_steps=2", "data.num_workers=0", "seed=0"]
 
 
 def _cfg(task: str, *overrides: str):
-    return OmegaConf.create(OmegaConf.to_container(load_config(None, list(overrides), CONFIGS / task)))
+    return OmegaConf.create(OmegaConf.to_container(load_config(None, list(overrides), config_dir(task))))
 
 
 @pytest.fixture(scope="module")

@@ -38,17 +38,19 @@ def test_this_projects_full_models_load_with_every_tensor_accounted_for(tmp_path
     from objective_fixtures import export_random_teacher
 
     from maskalign.checkpoint import export_encoder
-    from maskalign.config import load_config
+    from maskalign.config import config_dir, load_config
     from maskalign.objectives import build_objective
 
     overrides = []
     if config == "default":
         teacher = export_random_teacher(tmp_path / "teacher", depth=6)
         overrides = ["teacher.backend=local", f"teacher.checkpoint={teacher}"]
-    objective = build_objective(load_config(config, overrides, REPO / "pretrain" / "configs"))
+    objective = build_objective(load_config(config, overrides, config_dir("pretrain")))
     path = export_encoder(tmp_path / "run", objective.encoder_state_dict(),
                           {"arch": objective.encoder.arch(), "method": objective.name}, objective.state_dict_to_save())
-    torch.save({"model": objective.state_dict(), "epoch": 1}, tmp_path / "run" / "checkpoint.pth")
+    # as the engine writes it: the metadata (arch, head count included) travels inside
+    torch.save({"model": objective.state_dict(), "epoch": 1, "meta": {"arch": objective.encoder.arch()}},
+               tmp_path / "run" / "checkpoint.pth")
     for name in ("pretrain_model.pth", "checkpoint.pth"):
         enc = load_encoder(path.parent / name)
         assert enc.family == "vit" and enc.report.used["blocks.*"] == 12 * objective.encoder.depth

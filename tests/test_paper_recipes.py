@@ -20,6 +20,7 @@ from conftest import REPO
 from omegaconf import OmegaConf
 from transfer_helpers import mini_imagenet
 
+from maskalign.config import config_dir
 from maskalign.config import load_config
 
 pytestmark = pytest.mark.slow
@@ -38,7 +39,7 @@ def _pretrain(out: Path, config: str, mini: Path, *extra: str) -> tuple[Path, di
     from maskalign.engine.pretrain import train
 
     cfg = load_config(config, [f"output_dir={out}", f"data.root={mini}", *SHORT, *extra],
-                      REPO / "pretrain" / "configs")
+                      config_dir("pretrain"))
     summary = train(cfg)
     run = Path(summary["out_dir"])
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
@@ -87,7 +88,7 @@ def test_fd_clip_and_mae(tmp_path: Path, mini: Path) -> None:
 def _transfer_cfg(task: str, config: str, out: Path, mini: Path, *extra: str):
     cfg = load_config(config, [f"output_dir={out}", f"data.root={mini}", "name=recipe", "data.num_workers=0",
                                "optim.total_batch_size=2", "optim.epochs=1", "runtime.max_steps=1", *extra],
-                      REPO / "transfer" / "configs" / task)
+                      config_dir(task))
     return OmegaConf.create(OmegaConf.to_container(cfg))
 
 

@@ -160,7 +160,7 @@ def test_default_demo_run_writes_its_scalars_and_W(tmp_path: Path, demo_teacher:
 @pytest.mark.slow
 def test_classification_job_writes_tensorboard(tmp_path: Path, demo_imagenet: Path) -> None:
     from maskalign.checkpoint import export_encoder
-    from maskalign.config import REPO_ROOT, load_config
+    from maskalign.config import config_dir, load_config
     from maskalign.transfer import finetune
     from maskalign.transfer.classifier import build_classifier
 
@@ -171,7 +171,7 @@ def test_classification_job_writes_tensorboard(tmp_path: Path, demo_imagenet: Pa
     root = mini_imagenet(demo_imagenet, tmp_path / "mini", train=4, val=2)
     cfg = load_config(None, [f"output_dir={tmp_path}", f"data.root={root}", "name=tb", "data.num_workers=0",
                              "optim.total_batch_size=8", "optim.epochs=1"],
-                      REPO_ROOT / "transfer" / "configs" / "finetune")
+                      config_dir("finetune"))
     finetune.run(OmegaConf.create(OmegaConf.to_container(cfg)), enc)
     acc = _events(tmp_path / "finetune" / "tb" / "tensorboard")
     tags = set(acc.Tags()["scalars"])

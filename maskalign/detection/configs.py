@@ -92,7 +92,9 @@ def rescale_schedule(cfg: Any, old_iter: int, new_iter: int) -> None:
         return
     if "milestones" in sched:
         # strictly increasing and inside the new schedule; a step that collapses onto another is dropped
-        scaled = sorted({max(1, min(new_iter - 1, round(m * new_iter / old_iter))) for m in sched.milestones})
+        # (none fits a one-iteration schedule: fvcore wants every milestone below num_updates)
+        scaled = sorted({max(1, min(new_iter - 1, round(m * new_iter / old_iter))) for m in sched.milestones}
+                        if new_iter > 1 else set())
         if "values" in sched and len(scaled) < len(sched.milestones):
             sched["values"] = list(sched["values"])[: len(scaled) + 1]
         sched.milestones = scaled

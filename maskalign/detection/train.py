@@ -27,22 +27,12 @@ from typing import Any
 
 import torch
 
+from maskalign.distributed import resolve_device
 from maskalign.errors import UserError
 from maskalign.metric_names import Metric
 from maskalign.tasks.spec import JobSpec
 
 log = logging.getLogger("maskalign.detection")
-
-
-def _resolve_device(pref: str) -> torch.device:
-    pref = str(pref or "auto")
-    if pref.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(
-            f"train.device={pref} but no CUDA device is visible; add train.device=cpu to run on the CPU"
-        )
-    if pref == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(pref)
 
 
 def _setup_distributed(device_pref: str) -> Any:
@@ -145,7 +135,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     cfg, source, data, out = prepare(spec)
     eval_only, weights_opt = bool(spec.options.get("eval_only")), spec.options.get("weights")
     resume = bool(spec.options.get("resume", True))
-    device = _resolve_device(cfg.train.get("device", "auto"))
+    device = resolve_device(cfg.train.get("device", "auto"), key="train.device")
     info = _setup_distributed(device.type)
     if device.type == "cuda":
         device = info.device

@@ -21,8 +21,8 @@ family             signature                                              timm m
 The timm model named there carries what no tensor says (LayerNorm eps, activation, layer-scale
 init); the widths, depth, patch, grid, register count and the presence of each optional part
 (layer scale, pre-norm, qkv bias, qk-norm, class token) are read from the tensors, so any size of
-the family is built. What the tensors cannot give -- the head count (taken as width / 64 except
-for the known wide towers), CLIP's activation -- comes from the file's metadata or the spec's
+the family is built. What the tensors cannot give -- the head count (known only for the published widths; any other
+width needs it stated), CLIP's activation -- comes from the file's metadata or the spec's
 options. A family no timm model here expresses (EVA's rotary embeddings, ...) is refused.
 """
 
@@ -136,7 +136,15 @@ def _mlp_ratio(dim: int, hidden: int) -> float:
 
 
 def head_count(dim: int, given: int | None, source: str) -> int:
-    heads = given or _HEADS_BY_WIDTH.get(dim) or max(1, dim // 64)
+    """The head count: given (spec option, metadata), else the convention of a published width;
+    no guess for any other width (the head count is stored in no tensor)."""
+    from maskalign.checkpoint import STANDARD_HEADS
+
+    heads = given or _HEADS_BY_WIDTH.get(dim) or STANDARD_HEADS.get(dim)
+    if heads is None:
+        raise EncoderError(f"{source}: width {dim} is not a published ViT width "
+                           f"({sorted({**STANDARD_HEADS, **_HEADS_BY_WIDTH})}) and nothing states its head count; "
+                           f"give it as the spec option '#num_heads=N' or in a .json sidecar")
     if dim % heads:
         raise EncoderError(f"{source}: {heads} heads do not divide width {dim}; give num_heads (spec option "
                            f"'#num_heads=N')")

@@ -206,7 +206,7 @@ def _metric(rec: pd.Series | None, name: str, spec: Spec, slot: str, notes: list
     v = rec["metrics"].get(name)
     if fmt.is_number(v):
         return float(v)
-    notes.append(f"{spec.name} {slot_label(slot)}: record {rec['path']} has no metric {name!r}")
+    notes.append(f"{spec.name} {slot_label(slot)}: record {rec['path']} has no metric {str(name)!r}")
     return None
 
 
