@@ -390,7 +390,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.budget_s is None:
         args.budget_s = float("inf") if args.dry_run else BUDGET_S
     t_start = time.perf_counter()
-    left = lambda: args.budget_s - (time.perf_counter() - t_start)
+    def left():
+        return args.budget_s - (time.perf_counter() - t_start)
     sections: dict[str, Callable[[], dict[str, Any]]] = {
         "pretrain_step": lambda: pretrain_step(ctx),
         "compile": lambda: compile_check(ctx),

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from maskalign.config import config_dir
 import torch
 from PIL import Image
 
-from maskalign.config import load_config
+from maskalign.config import config_dir, load_config
 from maskalign.objectives import Objective, build_objective, objective_class
 from maskalign.teachers import Teacher
 

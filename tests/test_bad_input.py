@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, pretrain_cfg
+
 from maskalign.checkpoint import CheckpointError
 from maskalign.config import ConfigError, config_dir, load_config
 from maskalign.data.imagenet import DataError, image_folder

@@ -58,7 +58,8 @@ def _lin(x: torch.Tensor, s: dict, prefix: str) -> torch.Tensor:
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
     b, nq, d = q.shape
-    split = lambda t: t.reshape(b, t.shape[1], heads, d // heads).transpose(1, 2)
+    def split(t):
+        return t.reshape(b, t.shape[1], heads, d // heads).transpose(1, 2)
     q, k, v = split(q), split(k), split(v)
     w = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(d // heads), dim=-1)
     return (w @ v).transpose(1, 2).reshape(b, nq, d)

@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from maskalign.config import config_dir
 import torch
 
 from maskalign.checkpoint import load_encoder_state, load_file
-from maskalign.config import load_config
+from maskalign.config import config_dir, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = config_dir("pretrain")
@@ -141,7 +140,8 @@ def _record_ema(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
     original = LUT.update_ema
 
     def update(self, momentum: float) -> None:
-        snap = lambda m: {k: v.detach().clone() for k, v in m.state_dict().items()}
+        def snap(m):
+            return {k: v.detach().clone() for k, v in m.state_dict().items()}
         rec = {"m": momentum, "ema": snap(self.ema.encoder), "student": snap(self.encoder),
                "ema_proj": snap(self.ema.projector), "proj": snap(self.projector)}
         original(self, momentum)

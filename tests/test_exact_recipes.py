@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from maskalign.config import config_dir
 import torch
 
-from maskalign.config import load_config
+from maskalign.config import config_dir, load_config
 from maskalign.transfer import label_space as ls
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,15 +11,13 @@ table from 16x16 to 14x14 (``F.interpolate``, bicubic, ``align_corners=False``).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
-from maskalign.config import config_dir
 import torch
 import torch.nn.functional as F
 
-from maskalign.config import load_config
+from maskalign.config import config_dir, load_config
 from maskalign.teachers import build_teacher
 
 CONFIGS = config_dir("pretrain")

@@ -95,10 +95,10 @@ def test_demo_runs_fill_a_row_of_every_transfer_table(pretrained_demo: Path, fin
     """Pre-train -> fine-tune -> robustness -> COCO -> ADE20K on the demo world, then the tables."""
     import json
     import shutil
-
-    import pandas as pd
     import subprocess
     import sys
+
+    import pandas as pd
 
     from maskalign.detection import detectron2_available
     from maskalign.results.render_all import make_tables

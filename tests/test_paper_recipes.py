@@ -20,8 +20,7 @@ from conftest import REPO
 from omegaconf import OmegaConf
 from transfer_helpers import mini_imagenet
 
-from maskalign.config import config_dir
-from maskalign.config import load_config
+from maskalign.config import config_dir, load_config
 
 pytestmark = pytest.mark.slow
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import pretrain_cfg
+
 from maskalign.checkpoint import build_timm_vit, load_encoder_state, load_file
 
 pytestmark = pytest.mark.slow

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 from results_fixtures import fabricate, put
 
-from maskalign.results import fmt
-from maskalign.results import DEFAULT_REFERENCE_DIR
+from maskalign.results import DEFAULT_REFERENCE_DIR, fmt
 from maskalign.results.reference import load_reference
 from maskalign.results.render import latex_escape, to_markdown
 

@@ -48,7 +48,8 @@ def test_corruptions_are_deterministic(name: str) -> None:
 
 
 def test_layouts_as_released(demo_robustness: dict[str, Path]) -> None:
-    dirs = lambda p: sorted(d.name for d in p.iterdir() if d.is_dir())
+    def dirs(p):
+        return sorted(d.name for d in p.iterdir() if d.is_dir())
     assert dirs(demo_robustness["imagenet_a"]) == sorted(DEMO_SUBSETS["imagenet_a"])
     assert dirs(demo_robustness["imagenet_r"]) == sorted(DEMO_SUBSETS["imagenet_r"])
     assert demo_robustness["imagenet_sketch"].name == "sketch" and dirs(demo_robustness["imagenet_sketch"]) == WNIDS

@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from maskalign.config import config_dir
 import torch
 from runfolder_helpers import REPO, fake_slurm, mount_tmpfs, umount
 
 from maskalign import jobs
 from maskalign.atomic import atomic_torch_save, atomic_write_text, remove_stale_temps
-from maskalign.config import ConfigError, load_config
+from maskalign.config import ConfigError, config_dir, load_config
 from maskalign.errors import PathError
 from maskalign.runfolder import history, preempt
 from maskalign.runfolder.lock import LOCK_FILE, Holder, RunLock, RunLockedError, read_holder
@@ -321,8 +320,8 @@ def test_samples_are_the_same_with_any_workers_and_after_skipping() -> None:
 
 def test_slurm_path_validates_before_sbatch(tmp_path: Path) -> None:
     from maskalign import launch as L
-    from maskalign.engine.task import PretrainTask
     from maskalign.config import to_plain
+    from maskalign.engine.task import PretrainTask
 
     log = tmp_path / "calls.log"
     env = fake_slurm(tmp_path / "bin", sinfo_rc=0, log=log)

@@ -7,14 +7,14 @@ split folder is refused up front with one line naming it.
 
 from __future__ import annotations
 
-from maskalign.errors import UserError
-
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
+
+from maskalign.errors import UserError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

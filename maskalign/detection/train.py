@@ -123,13 +123,13 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     from detectron2.utils import comm
     from detectron2.utils.env import seed_all_rng
     from detectron2.utils.events import CommonMetricPrinter, JSONWriter
-    from maskalign.monitor import detectron2_writer  # TensorBoard in the run folder
     from detectron2.utils.logger import setup_logger
 
     from maskalign.detection import configs
     from maskalign.detection.convert import write_detectron2_checkpoint
-    from maskalign.detection.timm_backbone import detectron2_state
     from maskalign.detection.evaluate import evaluate
+    from maskalign.detection.timm_backbone import detectron2_state
+    from maskalign.monitor import detectron2_writer  # TensorBoard in the run folder
     from maskalign.transfer.source import TransferRecorder
 
     cfg, source, data, out = prepare(spec)

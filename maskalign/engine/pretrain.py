@@ -23,8 +23,7 @@ import torch
 
 from maskalign.amp import autocast
 from maskalign.atomic import append_line
-from maskalign.checkpoint import (CheckpointError, export_encoder, latest_checkpoint, load_file,
-                                  save_training_checkpoint)
+from maskalign.checkpoint import CheckpointError, export_encoder, latest_checkpoint, load_file, save_training_checkpoint
 from maskalign.config import ConfigError, to_plain
 from maskalign.data.decode import pretrain_loader
 from maskalign.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
@@ -36,8 +35,7 @@ from maskalign.labels import backbone_label
 from maskalign.monitor import TrainMonitor
 from maskalign.objectives import Objective, build_objective
 from maskalign.records import Record, checkpoint_ref, now_iso, write_record
-from maskalign.runfolder.preempt import (Stopped, install_handler, request_stop, stop_now,
-                                         stop_requested)
+from maskalign.runfolder.preempt import Stopped, install_handler, request_stop, stop_now, stop_requested
 from maskalign.runfolder.slurm_env import current_job_id
 
 
