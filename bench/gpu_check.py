@@ -95,7 +95,8 @@ def make_ctx(args: argparse.Namespace) -> Ctx:
         amp="bf16" if cuda else "none",
         batch=args.batch or (2 if tiny else 128), iters=args.iters or (1 if tiny else 10), warmup=1 if tiny else 3,
         base_ov=(["student.arch=vit_tiny_demo", "student.img_size=64", "student.patch_size=8"] if tiny else
-                 ["student.arch=vit_base", "student.img_size=224", "student.patch_size=16"]) + ["runtime.compile=false"],
+                 ["student.arch=vit_base", "student.img_size=224", "student.patch_size=16"])
+                + ["runtime.compile=false"],
         teacher_ov=(["teacher.backend=demo"] if tiny else
                     ["teacher.backend=open_clip", "teacher.name=ViT-B-16", "teacher.label=CLIP-B/16",
                      "teacher.pretrained=null", "teacher.input_size=null"]),
@@ -315,7 +316,8 @@ def upernet_check(ctx: Ctx, timeout: float) -> dict[str, Any]:
 
 
 def ddp_check(ctx: Ctx, timeout: float) -> dict[str, Any]:
-    torchrun = [shutil.which("torchrun")] if shutil.which("torchrun") else [sys.executable, "-m", "torch.distributed.run"]
+    torchrun = ([shutil.which("torchrun")] if shutil.which("torchrun")
+                else [sys.executable, "-m", "torch.distributed.run"])
     worker_out = ctx.work / "ddp_worker.json"
     worker_out.unlink(missing_ok=True)
     _, wall_w = _run([*torchrun, "--nproc_per_node", "1", str(Path(__file__)), "--ddp-worker",

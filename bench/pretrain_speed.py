@@ -15,7 +15,8 @@ step per image counted with ``torch.utils.flop_counter.FlopCounterMode`` (forwar
 the teacher's forward separately), the share of the step spent inside the teacher (timed with
 hooks on the teacher's modules: CUDA events on a GPU, so the step is never synchronised), the
 peak memory of the step (its parameters, gradients, optimizer state and activations; CUDA's peak
-allocation on a GPU, torch's ``MemTracker`` on CPU) and what the step adds over the resident state, and on a GPU the model FLOPs utilisation against ``--peak-tflops``.
+allocation on a GPU, torch's ``MemTracker`` on CPU) and what the step adds over the resident state, \
+and on a GPU the model FLOPs utilisation against ``--peak-tflops``.
 
 Writes ``speed.csv`` and ``summary.json`` into ``--out``; with ``--record`` (default: only for the
 Table 7 setting, ViT-B at 224) also one ``speed`` record per objective in ``<out>/<method>/``,
@@ -560,7 +561,8 @@ def default_peak_tflops(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device).upper()
-    for key, tf in (("H200", 989.0), ("H100 PCIE", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0), ("A10", 125.0),
+    for key, tf in (("H200", 989.0), ("H100 PCIE", 756.0), ("H100 NVL", 835.0), ("H100", 989.0), ("A100", 312.0),
+                    ("L40S", 362.0), ("A10", 125.0),
                     ("4090", 165.0), ("B200", 2250.0)):
         if key in name:
             return tf
@@ -761,7 +763,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 f"{fmt(r.get('flops_per_image', float('nan')) / 1e9 if 'flops_per_image' in r else None, '.2f'):>11}"
                 f"{fmt(r['fwd_flops_per_image'] / 1e9 if 'fwd_flops_per_image' in r else None, '.2f'):>9}"
                 f"{fmt(r['teacher_flops_per_image'] / 1e9 if 'teacher_flops_per_image' in r else None, '.2f'):>10}"
-                f"{fmt(100 * r['teacher_share'] if r['teacher_share'] is not None else None, '.1f'):>9}{fmt(r.get('act_mem_mb'), '.0f'):>9}"
+                f"{fmt(100 * r['teacher_share'] if r['teacher_share'] is not None else None, '.1f'):>9}"
+                f"{fmt(r.get('act_mem_mb'), '.0f'):>9}"
                 f"{fmt(r.get('peak_mem_mb'), '.0f'):>10}{fmt(r['paper_epochs'], 'd'):>8}"
                 f"{fmt(r.get('time_per_paper_run_rel'), '.2f'):>7}")
         if "mfu" in r:

@@ -121,7 +121,8 @@ def load_encoder_state(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[
     enc = {k: v for k, v in state.items() if _ENCODER_KEY.match(k) and isinstance(v, torch.Tensor)}
     if ("cls_token" not in enc or not any(k.startswith("patch_embed.") for k in enc)
             or not any(k.startswith("blocks.") for k in enc)):
-        raise CheckpointError(f"{path}: no ViT encoder weights found (expected cls_token, patch_embed.proj.*, blocks.*)")
+        raise CheckpointError(f"{path}: no ViT encoder weights found "
+                              "(expected cls_token, patch_embed.proj.*, blocks.*)")
     if "arch" not in meta:
         meta["arch"] = infer_arch(enc, str(path))
     return enc, meta

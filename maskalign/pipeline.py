@@ -92,7 +92,8 @@ def parse_stages(text: str) -> list[Stage]:
                                 f"to --pipeline")
     ordered: list[Stage] = []
     while len(ordered) < len(stages):
-        ready = [s for s in stages if s not in ordered and (s.after == PRETRAIN or s.after in {o.name for o in ordered})]
+        ready = [s for s in stages
+                 if s not in ordered and (s.after == PRETRAIN or s.after in {o.name for o in ordered})]
         if not ready:
             raise PipelineError("pipeline: the stages depend on each other in a circle")
         ordered.extend(ready)

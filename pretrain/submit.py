@@ -65,7 +65,8 @@ def main(args: argparse.Namespace) -> int:
     outs: list[Path] = []
     try:
         cfgs, sweep_name = _configs(args)
-        args.local_fallback = all(cfg.data.dataset == "demo" for cfg in cfgs)  # a demo runs here when SLURM does not answer
+        # a demo runs here when SLURM does not answer
+        args.local_fallback = all(cfg.data.dataset == "demo" for cfg in cfgs)
         stages = pl.parse_stages(args.pipeline) if args.pipeline else []
         stage_args = pl.parse_stage_args(args.stage_args, stages) if stages else {}
         slurm = use_slurm(args)

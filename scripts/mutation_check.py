@@ -153,8 +153,10 @@ MUTATIONS: list[Mutation] = [
       " = value.detach().clone().contiguous()",
       ("tests/test_exact_conversions.py::test_vitdet_b_at_1024_px_equals_the_reference",), slow=True),
     M("mmseg-norms-swapped", "maskalign/segmentation/convert.py",
-      '"norm1.weight": "ln1.weight", "norm1.bias": "ln1.bias",\n    "norm2.weight": "ln2.weight", "norm2.bias": "ln2.bias",',
-      '"norm1.weight": "ln2.weight", "norm1.bias": "ln2.bias",\n    "norm2.weight": "ln1.weight", "norm2.bias": "ln1.bias",',
+      '"norm1.weight": "ln1.weight", "norm1.bias": "ln1.bias",\n'
+      '    "norm2.weight": "ln2.weight", "norm2.bias": "ln2.bias",',
+      '"norm1.weight": "ln2.weight", "norm1.bias": "ln2.bias",\n'
+      '    "norm2.weight": "ln1.weight", "norm2.bias": "ln1.bias",',
       ("tests/test_ade20k_convert.py",)),
     M("pos-embed-bilinear", "maskalign/models/pos_embed.py",
       'grid = F.interpolate(grid, size=tuple(new_grid), mode="bicubic", align_corners=False)',

@@ -157,7 +157,8 @@ def test_mmseg_backbone_through_the_job_init_path_at_512_px(tmp_path: Path) -> N
     ref = VisionTransformer(img_size=512, patch_size=16, embed_dim=768, depth=depth, num_heads=12,
                             num_classes=0).eval()
     own = dict(state)
-    own["pos_embed"] = torch.cat([state["pos_embed"][:, :1], _resize_table(state["pos_embed"], 32).reshape(1, -1, 768)], 1)
+    own["pos_embed"] = torch.cat([state["pos_embed"][:, :1],
+                                  _resize_table(state["pos_embed"], 32).reshape(1, -1, 768)], 1)
     ref.load_state_dict(own, strict=True)
     images = torch.randn(1, 3, 512, 512, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():

@@ -73,7 +73,8 @@ def _timm_info(name: str) -> list[str]:
 
 @pytest.mark.parametrize("subset", ["imagenet_a", "imagenet_r"])
 def test_robustness_lists_equal_the_files_timm_ships(subset: str) -> None:
-    assert [int(x) for x in ls.read_class_list(f"{subset}_indices")] == [int(x) for x in _timm_info(f"{subset}_indices.txt")]
+    assert ([int(x) for x in ls.read_class_list(f"{subset}_indices")]
+            == [int(x) for x in _timm_info(f"{subset}_indices.txt")])
     assert list(ls.read_class_list(f"{subset}_wnids")) == _timm_info(f"{subset}_synsets.txt")
     assert list(ls.read_class_list("imagenet_wnids")) == _timm_info("imagenet_synsets.txt")
     space = ls.imagenet1k()

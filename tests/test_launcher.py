@@ -92,7 +92,8 @@ def test_parser_keeps_the_callers_flags_and_defaults() -> None:
     args = p.parse_args(["--ckpt", "c.pth", "--partition", "gpu", "--gpus-per-node", "0"])
     assert args.ckpt == "c.pth" and args.partition == "gpu" and args.gpus_per_node == 0
     d = parse()
-    assert (d.nodes, d.gpus_per_node, d.cpus_per_task, d.time, d.local, d.dry_run) == (1, 8, 10, "72:00:00", False, False)
+    assert ((d.nodes, d.gpus_per_node, d.cpus_per_task, d.time, d.local, d.dry_run)
+            == (1, 8, 10, "72:00:00", False, False))
 
 
 def test_sbatch_parameters_for_gpus_and_for_cpus() -> None:
@@ -322,7 +323,8 @@ def test_cluster_script_parses_and_explains_its_usage() -> None:
 def test_unreachable_controller_is_one_line_that_names_local(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for tool in ("sbatch", "sinfo"):
         exe = tmp_path / tool
-        exe.write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to contact slurm controller (connect failure)' >&2\n"
+        exe.write_text("#!/bin/sh\necho 'slurm_load_partitions: Unable to contact slurm controller "
+                       "(connect failure)' >&2\n"
                        "exit 1\n")
         exe.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")

@@ -54,7 +54,8 @@ PARTITION = _cluster_partition()
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(PARTITION is None, reason="no live SLURM cluster here (sinfo/sbatch missing or no usable "
-                                                 "partition); start one with: sudo bash scripts/slurm_cluster.sh start"),
+                                                 "partition); start one with: "
+                                                 "sudo bash scripts/slurm_cluster.sh start"),
 ]
 CLUSTER = ("--slurm", "--partition", str(PARTITION), "--gpus-per-node", "0", "--cpus-per-task", "1",
            "--time", "20", "--signal-delay-s", "60")
@@ -80,7 +81,8 @@ def wait_all(ids: list[str], timeout: float = JOB_TIMEOUT_S) -> dict[str, str]:
 
 
 def scontrol(job_id: str) -> dict[str, str]:
-    out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True, timeout=20, check=False)
+    out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True, timeout=20,
+                         check=False)
     return dict(re.findall(r"(\w+)=(\S*)", out.stdout))
 
 

@@ -23,7 +23,8 @@ from maskalign.checkpoint import load_file
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(PARTITION is None, reason="no live SLURM cluster here (sinfo/sbatch missing or no usable "
-                                                 "partition); start one with: sudo bash scripts/slurm_cluster.sh start"),
+                                                 "partition); start one with: "
+                                                 "sudo bash scripts/slurm_cluster.sh start"),
 ]
 
 

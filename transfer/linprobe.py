@@ -1,4 +1,5 @@
-"""Linear probing of a frozen pre-trained ViT on ImageNet-1k (default: the demo world): MAE's recipe (BN + linear head, LARS).
+"""Linear probing of a frozen pre-trained ViT on ImageNet-1k (default: the demo world): \
+MAE's recipe (BN + linear head, LARS).
 
     python transfer/linprobe.py --ckpt CKPT [--config NAME] [--output-dir ROOT] [--name RUN] [key=value ...]
                           [--local | --slurm ...]

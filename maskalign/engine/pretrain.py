@@ -194,7 +194,8 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
         skip = start_iter if epoch == start_epoch else 0
         sampler.set_epoch(epoch, skip * per_proc)
         model.train()
-        loss_sum = accum.get("loss_sum", torch.zeros(())).to(info.device) if skip else torch.zeros((), device=info.device)
+        loss_sum = (accum.get("loss_sum", torch.zeros(())).to(info.device) if skip
+                    else torch.zeros((), device=info.device))
         metric_sums: dict[str, torch.Tensor] = {k: v.to(info.device) for k, v in accum.get("metric_sums", {}).items()} \
             if skip else {}
         n_seen = int(accum.get("n_seen", 0)) if skip else 0
@@ -323,7 +324,8 @@ def _stop_mid_epoch(run: RunFolder, info: DistInfo, state: dict[str, Any] | None
 
 
 def _state(objective: Objective, optimizer: torch.optim.Optimizer, epoch: int, step: int, cfg: Any,
-           history: list[dict[str, Any]], iter_in_epoch: int = 0, accum: dict[str, Any] | None = None) -> dict[str, Any]:
+           history: list[dict[str, Any]], iter_in_epoch: int = 0,
+           accum: dict[str, Any] | None = None) -> dict[str, Any]:
     """A resumable checkpoint: ``epoch`` epochs done plus ``iter_in_epoch`` iterations of the next,
     with that epoch's running sums (``accum``) and every finished epoch's log entry (``history``)."""
     return {"model": objective.state_dict_to_save(), "optimizer": optimizer.state_dict(), "epoch": epoch,

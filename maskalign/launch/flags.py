@@ -71,7 +71,8 @@ def add_launcher_args(p: argparse.ArgumentParser) -> None:
 def parse_time_minutes(text: str) -> int:
     """SLURM time formats: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``; seconds round up."""
     t = str(text).strip()
-    bad = LaunchError(f"launcher: cannot parse time limit {text!r} (use minutes or [D-]HH:MM:SS, e.g. 90 or 1-12:00:00)")
+    bad = LaunchError(f"launcher: cannot parse time limit {text!r} "
+                      "(use minutes or [D-]HH:MM:SS, e.g. 90 or 1-12:00:00)")
     if not re.fullmatch(r"(\d+-)?\d+(:\d+){0,2}", t):
         raise bad
     days = 0

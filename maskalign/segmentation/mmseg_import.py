@@ -83,4 +83,5 @@ def describe() -> str:
     import mmengine
 
     ops = "pure-PyTorch stand-ins" if _STATE.get("stand_ins") else "compiled"
-    return f"mmsegmentation {mmseg.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}; mmcv.ops: {ops}"
+    return (f"mmsegmentation {mmseg.__version__}, mmcv {mmcv.__version__}, mmengine {mmengine.__version__}; "
+            f"mmcv.ops: {ops}")

@@ -145,7 +145,8 @@ def classifier_from(source: Any, num_classes: int, *, kind: str = "finetune", im
                                                               pos_embed_resized=resized)
 
 
-def classifier_spec(arch: dict[str, Any], num_classes: int, kind: str, img_size: int, global_pool: str) -> dict[str, Any]:
+def classifier_spec(arch: dict[str, Any], num_classes: int, kind: str, img_size: int,
+                    global_pool: str) -> dict[str, Any]:
     """What :func:`load_classifier` needs to rebuild a trained classifier (saved in its checkpoint)."""
     return {"arch": dict(arch), "num_classes": int(num_classes), "kind": kind, "img_size": int(img_size),
             "global_pool": global_pool}

@@ -25,7 +25,8 @@ class LARS(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9,
                  trust_coefficient: float = 0.001) -> None:
-        defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "trust_coefficient": trust_coefficient}
+        defaults = {"lr": lr, "weight_decay": weight_decay, "momentum": momentum,
+                    "trust_coefficient": trust_coefficient}
         super().__init__(params, defaults)
 
     @torch.no_grad()

@@ -74,7 +74,8 @@ def _resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> di
 
 
 def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
-        criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], train_loader: DataLoader, train_sampler: Any, val_loader: DataLoader, info: DistInfo, out: Path,
+        criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], train_loader: DataLoader, train_sampler: Any,
+        val_loader: DataLoader, info: DistInfo, out: Path,
         schedule: Schedule, saved: dict[str, Any], *, tag: str,
         batch_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         set_mode: Callable[[nn.Module], None] | None = None) -> dict[str, Any]:
