@@ -1,4 +1,4 @@
-"""Linear probing of a frozen pre-trained ViT on ImageNet-1k (default: the demo world): \
+"""Linear probing of a frozen pre-trained ViT on ImageNet-1k (default: the demo world):
 MAE's recipe (BN + linear head, LARS).
 
     python transfer/linprobe.py --ckpt CKPT [--config NAME] [--output-dir ROOT] [--name RUN] [key=value ...]

@@ -60,8 +60,8 @@ class TimmViTBackbone(Backbone):  # type: ignore[misc,valid-type]
 
 
 def fit_backbone(cfg: Any, source: Any, origin: str) -> None:
-    """Fit ``cfg.model.backbone.net`` to ``source``: detectron2's ViT for a plain ViT (as before), \
-else the timm wrapper."""
+    """Fit ``cfg.model.backbone.net`` to ``source``: detectron2's ViT for a plain ViT (as before),
+    else the timm wrapper."""
     from detectron2.config import LazyCall as L
 
     from maskalign.detection import configs

@@ -1,15 +1,13 @@
 """One COCO transfer job: pre-trained encoder -> ViTDet Mask R-CNN trained and evaluated on detectron2.
 
-What :func:`run_job` does with a :class:`~maskalign.tasks.spec.JobSpec`, in order \
-(cheap checks first, so bad input fails in a second, with one
-line, before detectron2 builds anything):
+What :func:`run_job` does with a :class:`~maskalign.tasks.spec.JobSpec`, in order (cheap checks
+first, so bad input fails in a second, with one line, before detectron2 builds anything):
 
 1. read the pre-trained encoder (``--ckpt``) and find the data folder;
 2. load the LazyConfig, apply overrides, register the data, fit the ViT to the encoder, set
    ``num_classes`` from the annotation file;
-3. write the encoder in detectron2's keys to ``<out>/pretrained_d2.pth`` (``<out>`` = ``spec.folder``) \
-(:mod:`.convert`) and point
-   ``train.init_checkpoint`` at it;
+3. write the encoder in detectron2's keys to ``<out>/pretrained_d2.pth`` (``<out>`` =
+   ``spec.folder``; :mod:`.convert`) and point ``train.init_checkpoint`` at it;
 4. train with detectron2's ``SimpleTrainer`` (``AMPTrainer`` when ``train.amp.enabled`` on a GPU),
    DDP across processes, a ``DetectionCheckpointer`` in ``<out>`` (model, optimizer, scheduler,
    iteration) written every ``train.checkpointer.period`` iterations and at the end;

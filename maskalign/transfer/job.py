@@ -1,9 +1,8 @@
 """What every classification transfer job does around its loop: folders, seeds, source, record.
 
-A job's folder is ``<output_dir>/<task>/<name>/`` (:func:`maskalign.tasks.spec.run_folder`) \
-holding ``config.yaml`` (resolved), its
-checkpoints, ``log.jsonl`` and, when it has finished, ``record.json``. The record inherits the
-pre-training metadata of the source checkpoint (method, backbone, ratios, epochs), except for a
+A job's folder is ``<output_dir>/<task>/<name>/`` (:func:`maskalign.tasks.spec.run_folder`)
+holding ``config.yaml`` (resolved), its checkpoints, ``log.jsonl`` and, when it has finished,
+``record.json``. The record inherits the pre-training metadata of the source checkpoint (method, backbone, ratios, epochs), except for a
 run from random initialisation, which is recorded as method ``scratch``.
 """
 
