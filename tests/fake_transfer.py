@@ -3,7 +3,8 @@
 Registered here only (no library file names them), imported as ``fake_transfer`` with ``tests/``
 on the path (``--pipeline NAME=fake_transfer``; a job finds it through ``PYTHONPATH``).
 Each writes ``started.json`` (when it started, what it consumed) and a real ``record.json``
-naming a product checkpoint, so that a downstream task can consume it; ``fail=1`` among its overrides makes it fail. No torch: it starts fast.
+naming a product checkpoint, so that a downstream task can consume it; ``fail=1`` among its
+overrides makes it fail. No torch: it starts fast.
 """
 
 from __future__ import annotations

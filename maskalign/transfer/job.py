@@ -2,8 +2,8 @@
 
 A job's folder is ``<output_dir>/<task>/<name>/`` (:func:`maskalign.tasks.spec.run_folder`)
 holding ``config.yaml`` (resolved), its checkpoints, ``log.jsonl`` and, when it has finished,
-``record.json``. The record inherits the pre-training metadata of the source checkpoint (method, backbone, ratios, epochs), except for a
-run from random initialisation, which is recorded as method ``scratch``.
+``record.json``. The record inherits the pre-training metadata of the source checkpoint (method,
+backbone, ratios, epochs), except for a run from random initialisation, which is recorded as method ``scratch``.
 """
 
 from __future__ import annotations
