@@ -12,22 +12,16 @@ job is submitted (``--local`` runs here). See docs/ade20k.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
+from functools import partial
 
 from maskalign.transfer import cli
 
 TASK = "ade20k"
 
-
-def get_args_parser(description: str | None = None, parents: list[argparse.ArgumentParser] | None = None,
-                    add_help: bool = True) -> argparse.ArgumentParser:
-    return cli.get_args_parser(TASK, description, parents=parents, add_help=add_help)
-
-
-def main(args: argparse.Namespace) -> int:
-    return cli.main(TASK, args)
-
+# The get_args_parser/main pair every entry script exposes, bound to this task.
+get_args_parser = partial(cli.get_args_parser, TASK)
+main = partial(cli.main, TASK)
 
 if __name__ == "__main__":
-    sys.exit(main(get_args_parser().parse_intermixed_args()))
+    sys.exit(cli.run(TASK))
