@@ -13,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from maskalign.metric_names import Metric
+
 _NAMES = {"AP": "ap", "AP50": "ap50", "AP75": "ap75", "APs": "aps", "APm": "apm", "APl": "apl"}
 _TASKS = {"bbox": "box", "segm": "mask"}
 
@@ -37,9 +39,9 @@ def coco_metrics(results: dict[str, Any]) -> dict[str, float]:
             if k not in _NAMES or v is None or not math.isfinite(float(v)):
                 continue
             out[f"{short}_{_NAMES[k]}"] = float(v)
-    for short in _TASKS.values():
+    for short, headline in (("box", Metric.AP_BOX), ("mask", Metric.AP_MASK)):
         if f"{short}_ap" in out:
-            out[f"ap_{short}"] = out.pop(f"{short}_ap")
+            out[str(headline)] = out.pop(f"{short}_ap")
     return out
 
 

@@ -32,6 +32,7 @@ from maskalign.engine.rng import rng_state, seed_everything, set_rng_state
 from maskalign.engine.run_folder import RunFolder, finished_summary, open_run
 from maskalign.errors import PathError
 from maskalign.labels import backbone_label
+from maskalign.metric_names import Metric
 from maskalign.monitor import TrainMonitor
 from maskalign.objectives import Objective, build_objective
 from maskalign.records import Record, checkpoint_ref, now_iso, write_record
@@ -287,7 +288,7 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
             run_id=f"pretrain/{cfg.name}", task="pretrain", method=meta["method"], backbone=meta["backbone"],
             supervision=meta["supervision"], forward_ratio=meta["forward_ratio"],
             reconstruct_ratio=meta["reconstruct_ratio"], pt_epochs=meta["pt_epochs"], paper_ref=meta["paper_ref"],
-            metrics={"final_loss": last_loss}, checkpoint=checkpoint_ref(enc), config=to_plain(cfg),
+            metrics={str(Metric.FINAL_LOSS): last_loss}, checkpoint=checkpoint_ref(enc), config=to_plain(cfg),
             start_time=start_time, wall_time_s=time.time() - t0))
         run.event("finished", epochs=epochs_done, final_loss=last_loss)
     barrier()

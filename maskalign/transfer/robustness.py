@@ -38,6 +38,8 @@ from maskalign.config import ConfigError, save_config, to_plain
 from maskalign.data.imagenet import DataError, SafeImageFolder
 from maskalign.data.transforms import eval_transform
 from maskalign.distributed import DistInfo, init_distributed
+from maskalign.metric_names import Metric, in_c_ce
+from maskalign.tasks.spec import run_folder
 from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
 from maskalign.transfer.classifier import load_classifier
 from maskalign.transfer.data import eval_loader
@@ -184,7 +186,7 @@ def evaluate_imagenet_c(score: _Scorer, root: Path, space: LabelSpace, transform
 def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[str, Any]:
     """Evaluate the classifier in ``ckpt`` on every configured benchmark; write record + details."""
     info = dist_info or init_distributed(cfg.runtime.device)
-    out = Path(str(cfg.output_dir)) / "robustness" / str(cfg.name)
+    out = run_folder(str(cfg.output_dir), "robustness", str(cfg.name))
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
@@ -222,8 +224,8 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
             n0, t0 = score.images, time.time()
             res = evaluate_imagenet_c(score, path, space, _c_transform(cfg.data.imagenet_c_preprocess, img_size,
                                                                         crop_pct), notes)
-            metrics["in_c_mce"] = res["mce"]
-            metrics.update({f"in_c_ce/{c}": v for c, v in res["ce"].items()})
+            metrics[str(Metric.IN_C_MCE)] = res["mce"]
+            metrics.update({in_c_ce(c): v for c, v in res["ce"].items()})
             n, dt = score.images - n0, time.time() - t0
             details["benchmarks"][key] = {"path": str(path), "n": n, "seconds": dt, "images_per_s": n / max(dt, 1e-9),
                                           **res}
@@ -234,7 +236,7 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
             c2i = space.index_folders() if key == "in_v2" else space.class_to_idx()
             indices = None
         stats = score(folder_dataset(path, c2i, transform, bench.title), indices)
-        metrics[f"{key}_top1"] = stats["top1"]
+        metrics[str(Metric(f"{key}_top1"))] = stats["top1"]  # a declared name, or ValueError
         details["benchmarks"][key] = {"path": str(path), "classes": len(c2i), **stats}
         if info.is_main:
             print(f"[robustness] {bench.title}: top-1 {stats['top1']:.2f} top-5 {stats['top5']:.2f} "
