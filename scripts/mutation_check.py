@@ -87,10 +87,10 @@ MUTATIONS: list[Mutation] = [
     M("mae-loss-all-patches", "maskalign/objectives/mae.py",
       "return (per_patch * masked).sum() / masked.sum()", "return per_patch.mean()",
       ("tests/test_objectives_mae.py", "tests/test_exact_decoders.py")),
-    M("mae-norm-pix-biased", "maskalign/objectives/mae.py",
+    M("mae-norm-pix-biased", "maskalign/objectives/pixels.py",
       "var = t.var(dim=-1, keepdim=True, unbiased=True)", "var = t.var(dim=-1, keepdim=True, unbiased=False)",
       ("tests/test_objectives_mae.py",)),
-    M("mae-patchify-layout", "maskalign/objectives/mae.py",
+    M("mae-patchify-layout", "maskalign/objectives/pixels.py",
       "return x.permute(0, 2, 4, 3, 5, 1)", "return x.permute(0, 2, 4, 5, 3, 1)",
       ("tests/test_objectives_mae.py",)),
     # --- CrossMAE --------------------------------------------------------------------------------
@@ -186,8 +186,8 @@ MUTATIONS: list[Mutation] = [
       '_TASKS = {"bbox": "box", "segm": "mask"}', '_TASKS = {"bbox": "mask", "segm": "box"}',
       ("tests/test_coco_eval.py",)),
     M("miou-macc-swapped", "maskalign/segmentation/train.py",
-      'names = {"mIoU": "miou", "aAcc": "aacc", "mAcc": "macc"}',
-      'names = {"mIoU": "macc", "aAcc": "aacc", "mAcc": "miou"}',
+      'names = {"mIoU": Metric.MIOU, "aAcc": Metric.AACC, "mAcc": Metric.MACC}',
+      'names = {"mIoU": Metric.MACC, "aAcc": Metric.AACC, "mAcc": Metric.MIOU}',
       ("tests/test_ade20k_eval.py",)),
     # --- tables ----------------------------------------------------------------------------------
     M("tables-oldest-record", "maskalign/results/tables.py",
