@@ -61,6 +61,8 @@ sys.path.insert(0, str(REPO))
 
 import pretrain_speed as ps
 
+from maskalign.amp import autocast
+
 BF16_DENSE_PEAK_TFLOPS = {"H200": 989.4, "H100 PCIE": 756.0, "H100": 989.4}  # module docstring
 BUDGET_S = 480.0
 TABLE7 = ("maskalign", "fd", "mae", "crossmae")
@@ -275,10 +277,11 @@ def vitdet_check(ctx: Ctx, timeout: float) -> dict[str, Any]:
 
     coco = ensure_coco(ctx.work / "coco", image_size=128 if ctx.dry else 640, train_images=8, val_images=2, seed=0)
     config = "mask_rcnn_vitdet_tiny_demo" if ctx.dry else "mask_rcnn_vitdet_b_25ep_maskalign"
-    out = ctx.work / "vitdet"
+    out = ctx.work / "runs" / "coco" / "vitdet"  # --output-dir is the output root: <root>/coco/<name>
     shutil.rmtree(out, ignore_errors=True)
     _, wall = _run([sys.executable, "transfer/coco_vitdet.py", "--local", "--ckpt", str(_encoder(ctx)),
-                    "--config-file", config, "--data", str(coco), "--output-dir", str(out),
+                    "--config-file", config, "--data", str(coco), "--output-dir", str(ctx.work / "runs"),
+                    "--name", "vitdet",
                     f"train.max_iter={ctx.det_iters}", "dataloader.train.total_batch_size=2",
                     f"train.amp.enabled={ctx.device.type == 'cuda'}", "train.log_period=1",
                     f"train.eval_period={10 ** 9}", f"dataloader.train.num_workers={0 if ctx.dry else 4}",
@@ -353,7 +356,7 @@ def ddp_worker(args: argparse.Namespace) -> int:
         find_unused_parameters=getattr(e.obj, "find_unused_parameters", False))
     losses = []
     for _ in range(3):
-        with ps.autocast_ctx(ctx.device, ctx.amp):
+        with autocast(ctx.device, ctx.amp):
             loss = ddp(e.images).loss
         loss.backward()
         e.opt.step()

@@ -62,9 +62,9 @@ def test_coco(specs: dict[str, str], family: str, tmp_path: Path) -> None:
 
     require_detectron2()
     make_coco(tmp_path)
-    out = tmp_path / "coco"
-    proc = run_script("--ckpt", specs[family], "--data", str(tmp_path), "--output-dir", str(out), *FAST,
-                      "train.max_iter=2")
+    out = tmp_path / "runs" / "coco" / family  # --output-dir is the output root: <root>/coco/<name>
+    proc = run_script("--ckpt", specs[family], "--data", str(tmp_path), "--output-dir", str(tmp_path / "runs"),
+                      "--name", family, *FAST, "train.max_iter=2")
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "TimmViTBackbone" in (out / "config.yaml").read_text()
     _check_record(json.loads((out / "record.json").read_text()), family)

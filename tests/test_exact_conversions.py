@@ -131,7 +131,8 @@ def test_mmseg_backbone_through_the_job_init_path_at_512_px(tmp_path: Path) -> N
 
     from maskalign.checkpoint import export_encoder
     from maskalign.segmentation.mmseg_import import import_mmseg
-    from maskalign.segmentation.train import SegJobSpec, load_seg_config, prepare_config, write_backbone_init
+    from maskalign.segmentation.train import load_seg_config, prepare_config, write_backbone_init
+    from maskalign.tasks import JobSpec
     from maskalign.transfer.source import load_pretrained
 
     import_mmseg()
@@ -145,8 +146,9 @@ def test_mmseg_backbone_through_the_job_init_path_at_512_px(tmp_path: Path) -> N
     overrides = [f"model.backbone.num_layers={depth}", "model.backbone.out_indices=[0,1,2,3]",
                  f"optim_wrapper.paramwise_cfg.num_layers={depth}"]
     cfg = load_seg_config(config, overrides)
-    spec = SegJobSpec(ckpt=str(tmp_path / "pt" / "encoder.pth"), config=config, data_root=str(tmp_path),
-                      output_dir=str(tmp_path / "out"), name="t", overrides=overrides)
+    # the job's own spec, as the ADE20K task builds it
+    spec = JobSpec(task="ade20k", ckpt=str(tmp_path / "pt" / "encoder.pth"), output_root=str(tmp_path / "out"),
+                   run="t", config=config, overrides=tuple(overrides), options={"data_root": str(tmp_path)})
     init = tmp_path / "backbone_init.pth"
     prepare_config(cfg, spec, src.arch, 150, 1, False, init)
     write_backbone_init(src.state, cfg, init)

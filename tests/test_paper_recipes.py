@@ -123,9 +123,9 @@ def test_vitdet_b_25ep_one_iteration_at_1024(tmp_path: Path, vitb_encoder: Path)
     from maskalign.data.demo_world import ensure_coco
 
     coco = ensure_coco(tmp_path / "coco", image_size=128, train_images=2, val_images=1, seed=0)
-    out = tmp_path / "vitdet"
+    out = tmp_path / "runs" / "coco" / "vitdet"  # --output-dir is the output root: <root>/coco/<name>
     res = _cli("coco_vitdet.py", "--ckpt", str(vitb_encoder), "--config-file", "mask_rcnn_vitdet_b_25ep_maskalign",
-               "--data", str(coco), "--output-dir", str(out), "train.max_iter=1",
+               "--data", str(coco), "--output-dir", str(tmp_path / "runs"), "--name", "vitdet", "train.max_iter=1",
                # the recipe's own schedule length, stated so that it is not rescaled to one iteration
                "lr_multiplier.scheduler.num_updates=46093",
                "dataloader.train.total_batch_size=1", "dataloader.train.num_workers=0",

@@ -98,10 +98,11 @@ def test_toy_trains_in_the_engine_and_lands_in_table_1(tmp_path: Path, demo_imag
     summary = train(cfg)
     assert torch.isfinite(torch.tensor(summary["final_loss"]))
     # the engine called the toy's declared hooks: its transform for each image, its step hook
-    # with the run's progress (2 of len(train) // 8 steps)
+    # with the run's progress at the data iteration of each step (0 and 1 of len(train) // 8),
+    # the index LUT's official EMA schedule uses
     n_train = sum(1 for p in (demo_imagenet / "train").rglob("*.JPEG"))
     assert ToyLinear.transform_calls >= 16
-    assert ToyLinear.progress == pytest.approx([1 / (n_train // 8), 2 / (n_train // 8)])
+    assert ToyLinear.progress == pytest.approx([0 / (n_train // 8), 1 / (n_train // 8)])
 
     mini = mini_imagenet(demo_imagenet, tmp_path / "mini" / "imagenet")
     ft = load_config(None, [f"output_dir={out}", f"data.root={mini}", "name=toy-ft", "data.num_workers=0",

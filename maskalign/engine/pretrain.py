@@ -264,10 +264,11 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
             if done % cfg.runtime.save_every == 0 or finished:
                 keep = done if cfg.runtime.keep_every and done % cfg.runtime.keep_every == 0 else None
                 save_training_checkpoint(out, _state(objective, optimizer, done, step, cfg, history), keep)
-            # After the checkpoint: a crash in between leaves a checkpoint whose history has this
-            # line, and the next start rewrites log.jsonl from that history.
-            append_line(out / "log.jsonl", json.dumps(entry))
             mon.epoch(done, entry, step)
+            # After the checkpoint: a crash in between leaves a checkpoint whose history has this
+            # line, and the next start rewrites log.jsonl from that history. (Last of the epoch's
+            # writes: a stop requested once the line is there lands in the next epoch.)
+            append_line(out / "log.jsonl", json.dumps(entry))
             print(f"[pretrain] epoch {done}/{cfg.optim.epochs} loss {mean_loss:.5f} "
                   f"({entry['images_per_s']:.1f} img/s)", flush=True)
         barrier()
