@@ -91,18 +91,19 @@ def test_wrong_type_is_one_line_before_anything_is_written(tmp_path: Path, data:
     assert not (tmp_path / "pretrain").exists()
 
 
-def _start(data: Path, out: Path, name: str, *extra: str) -> subprocess.Popen:
+def _start(data: Path, out: Path, name: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     args = tiny_run_args(data, out, name, "optim.epochs=3", "data.num_workers=2", "runtime.log_every=1", *extra)
     return subprocess.Popen([sys.executable, SUBMIT, "--local", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
 
-def _wait_for(pred, proc: subprocess.Popen, timeout: float = 300) -> None:
-    t_end = time.time() + timeout
+def _wait_for(pred, proc: subprocess.Popen, timeout: float = 600) -> None:
+    """Wait for a state the job reaches by itself (a file it writes), never for a moment in time."""
+    t_end = time.monotonic() + timeout
     while not pred():
         assert proc.poll() is None, proc.communicate()
-        assert time.time() < t_end, "timed out"
-        time.sleep(0.1)
+        assert time.monotonic() < t_end, "the job never reached the awaited state"
+        time.sleep(0.05)
 
 
 def test_usr2_mid_epoch_checkpoints_and_resumes_bit_identical(straight: Path, data: Path, tmp_path: Path) -> None:
@@ -111,9 +112,11 @@ def test_usr2_mid_epoch_checkpoints_and_resumes_bit_identical(straight: Path, da
     line is repaired; the resumed run's losses equal the uninterrupted ones bit for bit."""
     from maskalign.checkpoint import load_file
 
-    run = tmp_path / "pretrain" / "r"
-    proc = _start(data, tmp_path, "r")
-    _wait_for(lambda: (run / "run.lock").is_file(), proc)
+    run, held = tmp_path / "pretrain" / "r", tmp_path / "held"
+    # The job holds at epoch 2 after 3 iterations until it is signalled: deterministic on any load.
+    proc = _start(data, tmp_path, "r", env={"MASKALIGN_FAULT_AT": "1:3", "MASKALIGN_FAULT": "hold",
+                                            "MASKALIGN_FAULT_READY": str(held)})
+    _wait_for(held.is_file, proc)
     second = run_submit("--local", *tiny_run_args(data, tmp_path, "r", "optim.epochs=3", "data.num_workers=2"))
     assert second.returncode == 2
     assert _errors(second) == [(f"error: {run} is being written by pid {proc.pid} on {os.uname().nodename}, since "
@@ -121,13 +124,12 @@ def test_usr2_mid_epoch_checkpoints_and_resumes_bit_identical(straight: Path, da
     status = subprocess.run([sys.executable, "-m", "maskalign.jobs", "status", str(tmp_path), "--json", "--no-slurm"],
                             capture_output=True, text=True, check=True)
     assert json.loads(status.stdout)["state"] == "running"
-    _wait_for(lambda: (run / "log.jsonl").is_file() and (run / "log.jsonl").read_text().strip(), proc)
-    proc.send_signal(signal.SIGUSR2)  # early in epoch 2
-    out, err = proc.communicate(timeout=300)
+    proc.send_signal(signal.SIGUSR2)  # held in epoch 2
+    out, err = proc.communicate(timeout=600)
     assert proc.returncode == 128 + signal.SIGUSR2, err
     assert "Traceback" not in err and "Error" not in err, err
     ckpt = load_file(run / "checkpoint.pth")
-    assert ckpt["epoch"] == 1 and 0 < ckpt["iter_in_epoch"] < 10, (ckpt["epoch"], ckpt["iter_in_epoch"])
+    assert (ckpt["epoch"], ckpt["iter_in_epoch"]) == (1, 3)
     assert f"stopped by SIGUSR2 at epoch 2, iteration {ckpt['iter_in_epoch']}/10" in out
     assert not (run / "run.lock").exists() and not (run / "record.json").exists()
     (run / "log.jsonl").write_text("")  # as if the job died between checkpoint and log line

@@ -36,6 +36,7 @@ from maskalign.metric_names import Metric
 from maskalign.monitor import TrainMonitor
 from maskalign.objectives import Objective, build_objective
 from maskalign.records import Record, checkpoint_ref, now_iso, write_record
+from maskalign.runfolder.faults import fault_point
 from maskalign.runfolder.preempt import Stopped, install_handler, request_stop, stop_now, stop_requested
 from maskalign.runfolder.slurm_env import current_job_id
 
@@ -237,6 +238,8 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
                     bar.set_postfix(loss=f"{loss_sum.item() / n_seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             if max_steps is not None and step >= max_steps:
                 break
+            if info.is_main:
+                fault_point(epoch, it + 1)  # tests only: a named step at which a stop arrives
             if boundary and it + 1 < iters and _stop_agreed(info):
                 if bar is not None:
                     bar.close()

@@ -16,6 +16,7 @@ from maskalign.objectives.registry import (
     method_labels,
     objective_class,
     register_objective,
+    registered_objectives,
 )
 
 # Imported for their registration; the order is the order tables and benchmarks list them in.
@@ -32,5 +33,6 @@ __all__ = [
     "build_student",
     "method_labels",
     "objective_class",
+    "registered_objectives",
     "register_objective",
 ]

@@ -6,7 +6,8 @@
 ``build_objective(cfg)`` looks ``cfg.method`` up, lets the class check its own keys
 (``check_config``, a one-line ``ConfigError`` on a wrong one, before any data is read or weights
 are loaded) and builds it (``from_config``). Importing :mod:`maskalign.objectives` registers the
-built-in methods; a user's method registers by being imported (a test file, a plug-in module).
+built-in methods; a user's method registers by being imported (a test file), or through the
+entry-point group ``maskalign.objectives`` of an installed plug-in (:mod:`maskalign.plugins`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any, TypeVar
 from maskalign.config import ConfigError
 from maskalign.models.vit import MaskedViT
 from maskalign.objectives.base import Objective, missing_hooks
+from maskalign.plugins import OBJECTIVES as OBJECTIVE_PLUGINS
+from maskalign.plugins import load_plugins
 
 ObjectiveClass = TypeVar("ObjectiveClass", bound=type[Objective])
 
@@ -64,7 +67,15 @@ def build_student(cfg: Any) -> MaskedViT:
     return build_vit(cfg.student.arch, cfg.student.img_size, cfg.student.patch_size, cfg.student.drop_path)
 
 
+def registered_objectives() -> dict[str, type[Objective]]:
+    """Every registered objective by name: the built-ins, then those of installed plug-ins."""
+    load_plugins(OBJECTIVE_PLUGINS)
+    return dict(OBJECTIVES)
+
+
 def objective_class(method: str) -> type[Objective]:
+    if method not in OBJECTIVES:
+        load_plugins(OBJECTIVE_PLUGINS)
     if method not in OBJECTIVES:
         raise ConfigError(f"method: unknown {method!r}; known: {', '.join(sorted(OBJECTIVES))}")
     return OBJECTIVES[method]
@@ -80,6 +91,6 @@ def build_objective(cfg: Any) -> Objective:
 def method_labels() -> dict[str, str]:
     """Every method id a registered objective can report -> the label tables print for it."""
     out: dict[str, str] = {}
-    for cls in OBJECTIVES.values():
+    for cls in registered_objectives().values():
         out.update(cls.method_labels())
     return out

@@ -14,9 +14,9 @@ run function, its metrics and (optionally) its tables::
 
         def run(self, spec: JobSpec) -> dict: ...  # writes spec.folder/record.json
 
-The built-in tasks live in :data:`BUILTIN_MODULES`, imported on first lookup; any other module
-registers its tasks by being imported (a test file, a user's package named in
-``--pipeline NAME=package.module``).
+The built-in tasks live in :data:`BUILTIN_MODULES`, imported on first lookup, then the modules an
+installed plug-in names under the entry-point group ``maskalign.tasks`` (:mod:`maskalign.plugins`);
+any other module registers its tasks by being imported (a test file, ``--pipeline NAME=package.module``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from maskalign.errors import UserError
+from maskalign.plugins import TASKS, load_plugins
 from maskalign.tasks.spec import JobSpec, source_run_of
 
 #: The stage every transfer task consumes unless it says otherwise: the pre-trained encoder.
@@ -127,6 +128,7 @@ def _load_builtins() -> None:
         _builtins_loaded = True
         for mod in BUILTIN_MODULES:
             importlib.import_module(mod)
+    load_plugins(TASKS)  # installed plug-ins (entry points), after the built-ins
 
 
 def registered_tasks() -> dict[str, Task]:

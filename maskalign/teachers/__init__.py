@@ -7,7 +7,14 @@ package registers the built-in ones: ``none``, ``open_clip``, ``timm``, ``local`
 from __future__ import annotations
 
 from maskalign.teachers.base import Teacher, TeacherOutput
-from maskalign.teachers.registry import TEACHERS, TeacherBackend, build_teacher, register_teacher, teacher_depth
+from maskalign.teachers.registry import (
+    TEACHERS,
+    TeacherBackend,
+    build_teacher,
+    register_teacher,
+    registered_teachers,
+    teacher_depth,
+)
 
 # Imported for their registration (after the registry they register in).
 from maskalign.teachers import open_clip_teacher as _open_clip_teacher  # noqa: E402, F401  isort: skip
@@ -15,4 +22,4 @@ from maskalign.teachers import timm_teacher as _timm_teacher  # noqa: E402, F401
 from maskalign.teachers import demo_teacher as _demo_teacher  # noqa: E402, F401  isort: skip
 
 __all__ = ["TEACHERS", "Teacher", "TeacherBackend", "TeacherOutput", "build_teacher", "register_teacher",
-           "teacher_depth"]
+           "registered_teachers", "teacher_depth"]

@@ -7,7 +7,8 @@
 ``name``, ``pretrained``, ``checkpoint``, ``input_size``, ``label``) and calls the backend's builder;
 ``teacher_depth(cfg)`` asks the backend for the teacher's depth from the config alone, so that a
 wrong ``align.top_k`` fails before any weights are downloaded (``None``: not known before building).
-The backend ``none`` (no teacher, the pixel objectives) is registered here.
+The backend ``none`` (no teacher, the pixel objectives) is registered here; installed plug-ins add
+backends through the entry-point group ``maskalign.teachers`` (:mod:`maskalign.plugins`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from maskalign.config import ConfigError
+from maskalign.plugins import TEACHERS as TEACHER_PLUGINS
+from maskalign.plugins import load_plugins
 from maskalign.teachers.base import Teacher
 
 Builder = Callable[[Any, int], "Teacher | None"]
@@ -52,7 +55,15 @@ def register_teacher(name: str, *, depth: DepthFn = _unknown_depth) -> Callable[
     return deco
 
 
+def registered_teachers() -> dict[str, TeacherBackend]:
+    """Every registered backend by name: the built-ins, then those of installed plug-ins."""
+    load_plugins(TEACHER_PLUGINS)
+    return dict(TEACHERS)
+
+
 def _backend(cfg: Any) -> TeacherBackend:
+    if cfg.backend not in TEACHERS:
+        load_plugins(TEACHER_PLUGINS)
     if cfg.backend not in TEACHERS:
         raise ConfigError(f"teacher.backend: unknown {cfg.backend!r}; use {', '.join(TEACHERS)}")
     return TEACHERS[cfg.backend]
