@@ -37,11 +37,10 @@ def main() -> int:
 
     from omegaconf import OmegaConf
 
-    from maskalign.config import REPO_ROOT, load_config
     from maskalign.data.demo_world.shapes import WNIDS
     from maskalign.models import ARCHS
+    from maskalign.tasks import job_for
     from maskalign.transfer.classifier import build_classifier, classifier_spec
-    from maskalign.transfer.robustness import run
 
     a = ARCHS[args.arch]
     arch = {"img_size": args.img_size, "patch_size": args.patch_size, "embed_dim": a.embed_dim, "depth": a.depth,
@@ -52,17 +51,17 @@ def main() -> int:
         torch.save({"model": model.state_dict(), "classes": list(WNIDS), "crop_pct": 1.0, "run": "bench",
                     "meta": {"arch": arch, "run": "bench"},
                     "classifier": classifier_spec(arch, len(WNIDS), "finetune", args.img_size, "avg")}, ckpt)
-        cfg = load_config(None, [f"output_dir={tmp}/out", "name=bench", f"data.batch_size={args.batch}",
-                                 f"data.num_workers={args.workers}", f"data.demo_per_class={args.per_class}",
-                                 f"data.demo_c_per_class={args.c_per_class}",
-                                 *([f"data.demo_root={args.demo_root}"] if args.demo_root else [])],
-                          REPO_ROOT / "transfer" / "configs" / "robustness")
+        job = job_for("robustness", ckpt=ckpt, overrides=[
+            f"output_dir={tmp}/out", "name=bench", f"data.batch_size={args.batch}", f"data.num_workers={args.workers}",
+            f"data.demo_per_class={args.per_class}", f"data.demo_c_per_class={args.c_per_class}",
+            *([f"data.demo_root={args.demo_root}"] if args.demo_root else [])])
+        cfg = OmegaConf.create(job.spec.resolved)
         # build the demo copies first, so their one-time cost stays out of the timing
         from maskalign.transfer.robustness import benchmark_paths
 
         benchmark_paths(cfg, list(cfg.benchmarks))
         t0 = time.time()
-        result = run(OmegaConf.create(OmegaConf.to_container(cfg)), ckpt)
+        result = job()
         wall = time.time() - t0
     bench = result["details"]["benchmarks"]
     print(f"\nrobustness sweep throughput: {args.arch}/{args.patch_size} at {args.img_size}px, batch {args.batch}, "

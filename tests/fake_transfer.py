@@ -2,9 +2,9 @@
 
 Registered here only (no library file names them), imported as ``fake_transfer`` with ``tests/``
 on the path (``--pipeline NAME=fake_transfer``; a job finds it through ``PYTHONPATH``).
-Each writes ``started.json`` (when it started, what it consumed) and a real ``record.json``
-naming a product checkpoint, so that a downstream task can consume it; ``fail=1`` among its
-overrides makes it fail. No torch: it starts fast.
+Each writes ``started.json`` (when it started, what it consumed) and returns its metrics and a
+product checkpoint (the job writes a real ``record.json`` naming it), so that a downstream task
+can consume it; ``fail=1`` among its overrides makes it fail. No torch: it starts fast.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from maskalign.records import Record, checkpoint_ref, write_record
-from maskalign.tasks import JobSpec, Task, register_task
+from maskalign.records import checkpoint_ref
+from maskalign.tasks import RunContext, Task, register_task
 
 SCORE = "score"
 
@@ -25,7 +25,11 @@ class FakeTask(Task):
     description = "a stand-in transfer task"
     metrics = (SCORE,)
 
-    def run(self, spec: JobSpec) -> dict[str, Any]:
+    def source_record(self, ctx: RunContext) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+        return {"method": "fake", "backbone": "vit_tiny", "supervision": "none"}, checkpoint_ref(ctx.spec.ckpt), {}
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        spec = ctx.spec
         kv = dict(o.split("=", 1) for o in spec.overrides)
         ckpt = Path(str(spec.ckpt))
         out = spec.folder
@@ -38,12 +42,8 @@ class FakeTask(Task):
             raise RuntimeError(f"fake task {self.name}: failing on purpose (ckpt exists: {ckpt.is_file()})")
         product = out / "product.pth"
         product.write_bytes(b"not a real checkpoint")
-        record = write_record(out, Record(
-            run_id=f"{self.name}/{spec.run}", task=self.name, method="fake", backbone="vit_tiny",
-            supervision="none", metrics={SCORE: float(kv.get("score", 1.0))}, checkpoint=checkpoint_ref(product),
-            source_checkpoint=checkpoint_ref(ckpt)))
         print(f"fake_transfer: {self.name}/{spec.run} consumed {ckpt}")
-        return {"metrics": {SCORE: 1.0}, "record": str(record)}
+        return {"metrics": {SCORE: float(kv.get("score", 1.0))}, "checkpoint": str(product)}
 
 
 @register_task

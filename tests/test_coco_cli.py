@@ -103,10 +103,9 @@ def test_crash_mid_training_resumes_from_last_checkpoint(
 ) -> None:
     from detectron2.engine import SimpleTrainer
 
-    from maskalign.detection.train import run_job
-    from maskalign.tasks import JobSpec
+    from maskalign.tasks import JobSpec, TaskJob
 
-    opts = JobSpec(
+    spec = JobSpec(
         task="coco",
         ckpt=str(encoder),
         output_root=str(tmp_path),
@@ -129,17 +128,17 @@ def test_crash_mid_training_resumes_from_last_checkpoint(
     monkeypatch.setattr(SimpleTrainer, "train", recording_train)
     monkeypatch.setattr(SimpleTrainer, "run_step", crashing_step)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        run_job(opts)
+        TaskJob(spec, "maskalign.detection.task")()
     out = tmp_path / "coco" / "run"
     assert (out / "last_checkpoint").read_text().strip() == "model_0000001.pth"
     assert not (out / "record.json").exists()
 
     monkeypatch.setattr(SimpleTrainer, "run_step", real_step)
-    result = run_job(opts)
+    result = TaskJob(spec, "maskalign.detection.task")()
     assert starts == [0, 2]  # the rerun went on from iteration 1's checkpoint
     assert (out / "model_final.pth").is_file() and Path(result["record"]).is_file()
     # and a finished run is only evaluated again
-    run_job(opts)
+    TaskJob(spec, "maskalign.detection.task")()
     assert starts == [0, 2]
 
 

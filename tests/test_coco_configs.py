@@ -24,6 +24,15 @@ def test_the_four_configs_exist() -> None:
     ]
 
 
+def test_the_configs_live_in_the_top_level_detectron_configs_folder() -> None:
+    """Where ViTDet users look (detectron2's projects/ViTDet/configs/); the package reads the same files."""
+    top = Path(__file__).resolve().parents[1] / "detectron_configs"
+    assert sorted(p.stem for p in top.glob("mask_rcnn_*.py")) == FILES
+    assert (top / "common" / "coco_loader_lsj.py").is_file()
+    for name in FILES:
+        assert (configs.CONFIG_DIR / f"{name}.py").resolve() == (top / f"{name}.py").resolve()
+
+
 @pytest.mark.parametrize("name", FILES)
 def test_config_loads(name: str) -> None:
     cfg = configs.load_config(name)

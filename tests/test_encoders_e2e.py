@@ -41,17 +41,15 @@ def _check_record(rec: dict, family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_finetune_and_linprobe(specs: dict[str, str], family: str, tmp_path: Path) -> None:
-    from maskalign.transfer import finetune, linprobe
+    from maskalign.tasks import job_for
 
-    ft = finetune.run(_cfg("finetune", f"output_dir={tmp_path}", f"name=ft_{family}", *SHORT), specs[family])
+    ft = job_for("finetune", ckpt=specs[family], overrides=[f"output_dir={tmp_path}", f"name=ft_{family}", *SHORT])()
     assert math.isfinite(ft["metrics"]["top1"])
     _check_record(json.loads((Path(ft["out_dir"]) / "record.json").read_text()), family)
-    lp = linprobe.run(_cfg("linprobe", f"output_dir={tmp_path}", f"name=lp_{family}", *SHORT), specs[family])
+    lp = job_for("linprobe", ckpt=specs[family], overrides=[f"output_dir={tmp_path}", f"name=lp_{family}", *SHORT])()
     _check_record(json.loads((Path(lp["out_dir"]) / "record.json").read_text()), family)
     if family == "dinov2_reg":  # the fine-tuned classifier of a registers model through the robustness sweep
-        from maskalign.transfer import robustness
-
-        result = robustness.run(_cfg("robustness", *robustness_overrides(tmp_path, "name=rob")), ft["checkpoint"])
+        result = job_for("robustness", ckpt=ft["checkpoint"], overrides=robustness_overrides(tmp_path, "name=rob"))()
         assert all(math.isfinite(v) for v in result["metrics"].values())
         assert read_record(tmp_path / "robustness" / "rob" / "record.json").method.startswith("external:dinov2_reg")
 

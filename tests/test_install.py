@@ -29,12 +29,11 @@ CHECK = textwrap.dedent("""
     import maskalign
     target = sys.argv[1]
     assert maskalign.__file__.startswith(target), maskalign.__file__
-    from maskalign.config import config_dir, load_config, to_plain
-    from maskalign.engine.task import PretrainTask
+    from maskalign.config import config_dir, default_output_root, load_config
     from maskalign.objectives import build_objective
     from maskalign.results.render_all import make_tables
     from maskalign.sweeps import load_sweep
-    from maskalign.tasks import registered_tasks
+    from maskalign.tasks import job_for, registered_tasks
 
     default = load_config(None, [], config_dir("pretrain"))
     tiny = load_config("demo_mae", ["student.img_size=32"], config_dir("pretrain"))  # the demo ViT at 32 px
@@ -45,7 +44,7 @@ CHECK = textwrap.dedent("""
     summary = make_tables(sys.argv[2], "tables")
     print(json.dumps({
         "default_method": default.method, "objective": type(objective).__name__, "sweeps": sweeps,
-        "configs": found, "run_folder": str(PretrainTask(to_plain(default)).run_folder),
+        "configs": found, "run_folder": str(job_for("pretrain", output_root=default_output_root()).folder),
         "table1_rows": len(summary.tables["table1"].frame), "written": sorted(Path(p).name for p in summary.written),
         "n_records": summary.n_records,
     }))
@@ -87,7 +86,7 @@ def test_wheel_installs_and_runs_from_another_directory(tmp_path: Path) -> None:
     assert "maskalign_vitb16.yaml" in out["configs"]["finetune"]
     assert "mask_rcnn_vitdet_tiny_demo.py" in out["configs"]["coco"]
     assert "upernet_vit_tiny_demo_128.py" in out["configs"]["ade20k"]
-    assert out["run_folder"] == "output/pretrain/default"  # relative: under the working directory
+    assert out["run_folder"] == str((work / "output" / "pretrain" / "default").resolve())  # under the working dir
     assert out["n_records"] > 0 and out["table1_rows"] > 0 and "table1.csv" in out["written"]
     assert (work / "tables" / "table1.csv").is_file()
     assert not any(target.rglob("output")) and not (REPO / "tables").exists()

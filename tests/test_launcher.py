@@ -170,6 +170,9 @@ class _Task:
         self.calls += 1
         return {"ok": True}
 
+    def describe(self) -> str:  # what a dry run prints (TaskJob: the spec and the resolved config)
+        return f"name: {self.cfg['name']}\noptim:\n  epochs: {self.cfg['optim']['epochs']}"
+
 
 def test_without_sbatch_the_task_runs_here_and_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                                         capsys: pytest.CaptureFixture) -> None:
@@ -297,17 +300,16 @@ def test_every_task_is_pickled_by_reference_and_requeues_itself(tmp_path: Path) 
     """Library task classes: a job imports them (nothing is pickled by value, no sys.path edits)."""
     import cloudpickle
 
-    from maskalign.engine.task import PretrainTask
-    from maskalign.tasks import JobSpec, TaskJob
+    from maskalign.tasks import JobSpec, TaskJob, job_for
 
-    pre = PretrainTask({"name": "r", "output_dir": str(tmp_path)})
+    pre = job_for("pretrain", output_root=tmp_path, run="r")  # pre-training is a task like the others
     job = TaskJob(JobSpec("finetune", None, str(tmp_path), "r"), "maskalign.transfer.tasks")
-    for task, module in ((pre, b"maskalign.engine.task"), (job, b"maskalign.tasks.job")):
+    for task, module in ((pre, b"maskalign.engine.task"), (job, b"maskalign.transfer.tasks")):
         blob = cloudpickle.dumps(task)
-        assert module in blob and len(blob) < 4096
+        assert module in blob and b"maskalign.tasks.job" in blob and len(blob) < 8192
         delayed = L.JobTask(task, "x").checkpoint()
         assert isinstance(delayed.function, L.JobTask) and delayed.function.task is task
-    code = "import pickle, sys; t = pickle.loads(sys.stdin.buffer.read()); print(type(t).__module__, t.run_folder)"
+    code = "import pickle, sys; t = pickle.loads(sys.stdin.buffer.read()); print(t.module, t.folder)"
     out = subprocess.run([sys.executable, "-c", code], input=cloudpickle.dumps(pre),
                          capture_output=True, cwd=tmp_path, timeout=120, check=False)
     assert out.stdout.decode().split() == ["maskalign.engine.task", str(tmp_path / "pretrain" / "r")], out.stderr

@@ -251,15 +251,32 @@ def test_submit_takes_flags_between_config_and_overrides(tmp_path: Path, capsys:
     orders = (["maskalign_vitb16_clipb16_200ep", "--local", "data.root=X", "optim.epochs=1", "--dry-run"],
               ["maskalign_vitb16_clipb16_200ep", "data.root=X", "optim.epochs=1", "--dry-run", "--local"],
               ["--dry-run", "--local", "maskalign_vitb16_clipb16_200ep", "data.root=X", "optim.epochs=1"])
-    parsed = [vars(submit.get_args_parser().parse_intermixed_args(argv)) for argv in orders]
+    parsed = [vars(submit.parse_args(argv)) for argv in orders]
     assert parsed[0] == parsed[1] == parsed[2]
     assert parsed[0]["config"] == "maskalign_vitb16_clipb16_200ep" and parsed[0]["overrides"] == \
         ["data.root=X", "optim.epochs=1"] and parsed[0]["local"] and parsed[0]["dry_run"]
-    args = submit.get_args_parser().parse_intermixed_args([*orders[0], f"output_dir={tmp_path}"])
+    args = submit.parse_args([*orders[0], f"output_dir={tmp_path}"])
     assert submit.main(args) == 0
     out = capsys.readouterr().out
     assert "root: X" in out and "epochs: 1" in out and "would run pretrain:maskalign_vitb16_clipb16_200ep" in out
     assert not (tmp_path / "pretrain").exists()
+
+
+def test_submit_takes_the_flags_of_every_script(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--config, --output-dir, --name and --data as on the transfer scripts; the positional config is a shorthand."""
+    submit = _script(REPO / "pretrain" / "submit.py")
+    flags = submit.parse_args(["--config", "demo_mae", "--output-dir", str(tmp_path), "--name", "n", "--data",
+                               str(tmp_path / "imnet"), "--dry-run", "--local", "optim.epochs=1"])
+    short = submit.parse_args(["demo_mae", "--output-dir", str(tmp_path), "--name", "n", "--data",
+                               str(tmp_path / "imnet"), "--dry-run", "--local", "optim.epochs=1"])
+    assert vars(flags) == vars(short)
+    assert submit.main(flags) == 0
+    out = capsys.readouterr().out
+    assert f"run folder: {tmp_path}/pretrain/n" in out and f"root: {tmp_path}/imnet" in out
+    assert "dataset: imagenet" in out and "method: mae" in out and "would run pretrain:n" in out
+    assert not (tmp_path / "pretrain").exists()
+    with pytest.raises(SystemExit, match="two configs"):
+        submit.parse_args(["--config", "demo_mae", "maskalign_vitb16_clipb16_200ep"])
 
 
 @pytest.mark.parametrize("script", ["finetune.py", "linprobe.py", "robustness.py", "coco_vitdet.py",

@@ -92,15 +92,17 @@ def _transfer_cfg(task: str, config: str, out: Path, mini: Path, *extra: str):
 
 
 def test_vitb_finetune_and_linprobe_recipes(tmp_path: Path, mini: Path, vitb_encoder: Path) -> None:
-    from maskalign.transfer import finetune, linprobe
+    from maskalign.tasks import job_for
 
-    cfg = _transfer_cfg("finetune", "maskalign_vitb16", tmp_path, mini)
-    assert cfg.optim.layer_decay == 0.6 and cfg.data.crop_pct == 0.875
-    ft = finetune.run(cfg, vitb_encoder)
+    short = [f"output_dir={tmp_path}", f"data.root={mini}", "name=recipe", "data.num_workers=0",
+             "optim.total_batch_size=2", "optim.epochs=1", "runtime.max_steps=1"]
+    job = job_for("finetune", ckpt=vitb_encoder, config="maskalign_vitb16", overrides=short)
+    assert job.spec.resolved["optim"]["layer_decay"] == 0.6 and job.spec.resolved["data"]["crop_pct"] == 0.875
+    ft = job()
     assert ft["last"]["epoch"] == 1 and 0 <= ft["last"]["top1"] <= 100
-    cfg = _transfer_cfg("linprobe", "maskalign_vitb16", tmp_path, mini)
-    assert cfg.optim.name == "lars"
-    lp = linprobe.run(cfg, vitb_encoder)
+    job = job_for("linprobe", ckpt=vitb_encoder, config="maskalign_vitb16", overrides=short)
+    assert job.spec.resolved["optim"]["name"] == "lars"
+    lp = job()
     assert lp["last"]["epoch"] == 1
     for task in ("finetune", "linprobe"):
         assert (tmp_path / task / "recipe" / "record.json").is_file()

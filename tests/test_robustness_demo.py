@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from transfer_helpers import DEMO_C_PER_CLASS, DEMO_PER_CLASS, make_classifier_ckpt, robustness_overrides
 
-from maskalign.config import config_dir, load_config
+from maskalign.config import config_dir
 from maskalign.data.demo_world.robustness_layouts import (
     COMMON_CORRUPTIONS,
     DEMO_SUBSETS,
@@ -82,10 +82,9 @@ def test_v2_folders_are_labelled_by_index(demo_robustness: dict[str, Path]) -> N
 
 
 def test_missing_corruption_is_named_and_the_rest_evaluated(tmp_path: Path, demo_robustness: dict[str, Path]) -> None:
-    from omegaconf import OmegaConf
 
     from maskalign.records import read_record
-    from maskalign.transfer.robustness import run
+    from maskalign.tasks import job_for
 
     partial = tmp_path / "imagenet-c"
     partial.mkdir()
@@ -93,9 +92,8 @@ def test_missing_corruption_is_named_and_the_rest_evaluated(tmp_path: Path, demo
         if name != "fog":
             os.symlink(demo_robustness["imagenet_c"] / name, partial / name)
     ckpt = make_classifier_ckpt(tmp_path / "clf" / "checkpoint.pth")
-    cfg = load_config(None, robustness_overrides(tmp_path / "out", "name=partial", f"data.imagenet_c={partial}",
-                                                 "benchmarks=[in_c,in_a]"), CONFIGS)
-    result = run(OmegaConf.create(OmegaConf.to_container(cfg)), ckpt)
+    result = job_for("robustness", ckpt=ckpt, overrides=robustness_overrides(
+        tmp_path / "out", "name=partial", f"data.imagenet_c={partial}", "benchmarks=[in_c,in_a]"))()
     m = result["metrics"]
     assert math.isnan(m["in_c_mce"])
     assert sorted(k.split("/")[1] for k in m if k.startswith("in_c_ce/")) == sorted(set(CORRUPTIONS) - {"fog"})

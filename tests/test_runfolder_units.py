@@ -320,22 +320,22 @@ def test_samples_are_the_same_with_any_workers_and_after_skipping() -> None:
 
 def test_slurm_path_validates_before_sbatch(tmp_path: Path) -> None:
     from maskalign import launch as L
-    from maskalign.config import to_plain
-    from maskalign.engine.task import PretrainTask
+    from maskalign.tasks import job_for
 
     log = tmp_path / "calls.log"
     env = fake_slurm(tmp_path / "bin", sinfo_rc=0, log=log)
-    cfg = load_config(None, ["data.dataset=imagenet", f"data.root={tmp_path}/nowhere", f"output_dir={tmp_path}"],
-                      CONFIGS)
+    job = job_for("pretrain", output_root=tmp_path, run="x",
+                  overrides=["data.dataset=imagenet", f"data.root={tmp_path}/nowhere"])
     args = L.get_args_parser(add_help=False).parse_args(["--slurm", "--gpus-per-node", "0"])
     old = os.environ["PATH"]
     os.environ["PATH"] = env["PATH"]
     try:
         with pytest.raises(Exception, match=rf"data folder not found: {tmp_path}/nowhere/train"):
-            L.launch(PretrainTask(to_plain(cfg)), args, tmp_path / "pretrain" / "x", "pretrain:x")
-        teacher = load_config(None, ["teacher.backend=local", f"teacher.checkpoint={tmp_path}/t.pth"], CONFIGS)
+            L.launch(job, args, job.folder, "pretrain:x")
+        teacher = job_for("pretrain", output_root=tmp_path, run="y",
+                          overrides=["teacher.backend=local", f"teacher.checkpoint={tmp_path}/t.pth"])
         with pytest.raises(Exception, match=rf"{tmp_path}/t.pth: checkpoint not found"):
-            L.launch(PretrainTask(to_plain(teacher)), args, tmp_path / "pretrain" / "y", "pretrain:y")
+            L.launch(teacher, args, teacher.folder, "pretrain:y")
     finally:
         os.environ["PATH"] = old
     assert not log.exists()  # neither sinfo nor sbatch was called

@@ -14,15 +14,15 @@ from typing import Any
 import pytest
 
 from maskalign.launch import get_args_parser as launcher_parser
-from maskalign.records import Record, read_record, write_record
+from maskalign.records import read_record
 from maskalign.results.fmt import parse_cell
 from maskalign.results.render_all import make_tables
 from maskalign.results.tables import Col, Spec
-from maskalign.tasks import PRETRAIN, JobSpec, Task, get_task, register_task, registered_tasks
+from maskalign.tasks import PRETRAIN, RunContext, Task, get_task, register_task, registered_tasks
 from maskalign.transfer import cli
 
 TOY_SCORE = "toy_score"
-BUILTIN = ("finetune", "linprobe", "robustness", "coco", "ade20k")
+BUILTIN = ("pretrain", "finetune", "linprobe", "robustness", "coco", "ade20k")
 
 
 @register_task
@@ -42,12 +42,12 @@ class ToyTask(Task):
     def check_source(self, ckpt: str) -> str:
         return json.loads(Path(ckpt).read_text())["run"]
 
-    def run(self, spec: JobSpec) -> dict[str, Any]:
-        base = json.loads(Path(str(spec.ckpt)).read_text())["base"]
-        metrics = {TOY_SCORE: base * spec.options["gain"]}
-        path = write_record(spec.folder, Record(run_id=f"{self.name}/{spec.run}", task=self.name, method="mae",
-                                                backbone="ViT-B/16", supervision="none", metrics=metrics))
-        return {"metrics": metrics, "record": str(path)}
+    def source_record(self, ctx: RunContext) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+        return {"method": "mae", "backbone": "ViT-B/16", "supervision": "none"}, {"path": str(ctx.spec.ckpt)}, {}
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        base = json.loads(Path(str(ctx.spec.ckpt)).read_text())["base"]
+        return {"metrics": {TOY_SCORE: base * ctx.spec.options["gain"]}}  # the job writes the record
 
     def tables(self) -> tuple[Spec, ...]:
         return (Spec("toy_table", "Toy task", self.name, "", ("Method", "Backbone"),
@@ -88,16 +88,17 @@ def test_the_toy_tasks_bad_input_is_one_line(tmp_path: Path, capsys: pytest.Capt
 def test_every_builtin_task_keeps_the_contract(name: str, tmp_path: Path) -> None:
     task = get_task(name)
     assert task.name == name and registered_tasks()[name] is task
-    assert task.consumes == PRETRAIN or task.consumes in registered_tasks()
+    assert task.consumes is None if name == PRETRAIN else (task.consumes in registered_tasks())
     assert task.metrics and all(isinstance(m, str) and m for m in task.metrics)
     assert task.config_dir is not None and task.config_dir.is_dir()
-    suffix = ".yaml" if name in ("finetune", "linprobe", "robustness") else ".py"
+    suffix = ".yaml" if name in ("pretrain", "finetune", "linprobe", "robustness") else ".py"
     assert (task.config_dir / f"{Path(task.default_config).stem}{suffix}").is_file()
     # one command line: flags and overrides in any order; --output-dir is the root for every task
     p = cli.get_args_parser(name)
-    a = p.parse_intermixed_args(["a=1", "--ckpt", "c.pth", "--output-dir", "/o", "b=2", "--name", "r", "--local"])
-    b = p.parse_intermixed_args(["--local", "--ckpt", "c.pth", "a=1", "b=2", "--output-dir", "/o", "--name", "r"])
-    assert vars(a) == vars(b) and a.overrides == ["a=1", "b=2"] and a.output_dir == "/o"
+    ckpt = [] if name == PRETRAIN else ["--ckpt", "c.pth"]
+    a = p.parse_intermixed_args(["a=1", *ckpt, "--output-dir", "/o", "b=2", "--name", "r", "--data", "d", "--local"])
+    b = p.parse_intermixed_args(["--local", "--data", "d", *ckpt, "a=1", "b=2", "--output-dir", "/o", "--name", "r"])
+    assert vars(a) == vars(b) and a.overrides == ["a=1", "b=2"] and a.output_dir == "/o" and a.data == "d"
     assert isinstance(task.options(a), dict)
     assert all(isinstance(s, Spec) for s in task.tables())
 
@@ -106,14 +107,13 @@ def test_robustness_consumes_finetune_and_registration_is_checked() -> None:
     assert get_task("robustness").consumes == "finetune"
     assert [t for t in registered_tasks() if t in BUILTIN] == list(BUILTIN)
     with pytest.raises(Exception, match="reserved"):
-        register_task(type("Bad", (Task,), {"name": "pretrain"}))
+        register_task(type("Bad", (Task,), {"name": "speed"}))
+    with pytest.raises(Exception, match="registered twice"):
+        register_task(type("Pre", (Task,), {"name": "pretrain"}))
     with pytest.raises(Exception, match="registered twice"):
         register_task(type("Other", (Task,), {"name": "finetune"}))
     with pytest.raises(Exception, match="unknown task 'nope'"):
         get_task("nope")
-    with pytest.raises(ValueError, match="task must be one of"):
-        write_record("/nonexistent", Record(run_id="x", task="unregistered", method="m", backbone="b",
-                                            supervision="s"))
 
 
 def test_default_run_name_and_output_root_are_one_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

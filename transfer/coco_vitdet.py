@@ -7,7 +7,7 @@ With no ``--config`` (alias ``--config-file``) and no ``--data`` it trains the t
 the demo world's COCO copy on this machine. Real runs: ``--config mask_rcnn_vitdet_b_25ep_maskalign
 --data $DETECTRON2_DATASETS`` (SLURM is used when present; ``--local`` runs here). The run writes
 ``ROOT/coco/RUN/``; running the same command again resumes from its last checkpoint. Configs live
-in maskalign/configs/coco/. See docs/coco.md.
+in detectron_configs/. See docs/coco.md.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 
 * :mod:`~maskalign.detection.convert`: a pre-trained encoder (timm key names) into the keys of
   detectron2's ViT (``backbone.net.*``), tensors only.
-* :mod:`~maskalign.detection.configs`: loading ``maskalign/configs/coco/*.py`` (LazyConfig), ``key=value``
+* :mod:`~maskalign.detection.configs`: loading ``detectron_configs/*.py`` (LazyConfig), ``key=value``
   overrides, and fitting the backbone to the checkpoint.
 * :mod:`~maskalign.detection.datasets`: registering the demo world's COCO copy or real COCO 2017.
 * :mod:`~maskalign.detection.train` / :mod:`~maskalign.detection.evaluate`: detectron2's trainer

@@ -1,4 +1,5 @@
-"""Loading a LazyConfig (``maskalign/configs/coco/``), applying ``key=value`` overrides, fitting the backbone.
+"""Loading a LazyConfig (``detectron_configs/``, shipped as ``maskalign/configs/coco/``), applying overrides,
+fitting the backbone.
 
 Three things happen between the file and the trainer, each logged:
 
@@ -35,7 +36,7 @@ class DetectionConfigError(UserError):
 
 
 def resolve_config_file(name: str | Path | None) -> Path:
-    """A config given by path, or by name (with or without ``.py``) inside ``maskalign/configs/coco/``."""
+    """A config given by path, or by name (with or without ``.py``) inside ``detectron_configs/``."""
     name = name or DEFAULT_CONFIG
     found = find_config_file(name, CONFIG_DIR, ".py")
     if found is not None:

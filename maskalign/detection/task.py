@@ -1,9 +1,10 @@
 """The COCO task: ViTDet Mask R-CNN on detectron2 from a pre-trained encoder (``transfer/coco_vitdet.py``).
 
-Registered as ``coco``. Its configs are LazyConfig files (``maskalign/configs/coco/``, or a
-path); what can be checked without detectron2 (the config file exists, the data folder is there)
-is checked before anything is launched. The job (:func:`maskalign.detection.train.run_job`)
-imports detectron2; a requeued job resumes from ``<run folder>/last_checkpoint``.
+Registered as ``coco``. Its configs are LazyConfig files (``detectron_configs/``, shipped in the wheel as
+``maskalign/configs/coco/``, or a path); what can be checked without detectron2 (the config file
+exists, the data folder is there) is checked before anything is launched. The job
+(:func:`maskalign.detection.train.run_job`) imports detectron2; a requeued job resumes from
+``<run folder>/last_checkpoint``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 from maskalign.config import config_dir
 from maskalign.metric_names import Metric
+from maskalign.tasks.context import RunContext
 from maskalign.tasks.registry import Task, register_task
 from maskalign.tasks.spec import JobSpec
 
@@ -49,10 +51,10 @@ class CocoTask(Task):
             datasets.resolve_source(data)
         return spec.with_(config_path=str(configs.resolve_config_file(spec.config)))
 
-    def run(self, spec: JobSpec) -> dict[str, Any]:
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         from maskalign.detection.train import run_job
 
-        return run_job(spec)
+        return run_job(ctx)
 
     def summary(self, result: dict[str, Any]) -> str:
         m, nan = result.get("metrics") or {}, float("nan")

@@ -30,7 +30,9 @@ import torch
 from maskalign.distributed import resolve_device
 from maskalign.errors import UserError
 from maskalign.metric_names import Metric
+from maskalign.tasks.context import RunContext
 from maskalign.tasks.spec import JobSpec
+from maskalign.transfer.source import PretrainedEncoder
 
 log = logging.getLogger("maskalign.detection")
 
@@ -89,7 +91,7 @@ def periodic_eval_hook(period: int, fn):
     return PeriodicEval()
 
 
-def prepare(spec: JobSpec) -> tuple[Any, Any, Any, Path]:
+def prepare(spec: JobSpec, source: PretrainedEncoder) -> tuple[Any, Any, Any, Path]:
     """Steps 1-3 of the module docstring: (cfg, source encoder, data registration, output folder).
 
     ``spec.options``: ``data`` (a folder, ``demo`` or ``None``), ``eval_only``, ``weights``, ``resume``.
@@ -97,9 +99,6 @@ def prepare(spec: JobSpec) -> tuple[Any, Any, Any, Path]:
     from maskalign.detection import configs, datasets
     from maskalign.detection._compat import import_detectron2
     from maskalign.detection.timm_backbone import fit_backbone
-    from maskalign.transfer.source import load_pretrained
-
-    source = load_pretrained(spec.ckpt)
     src = datasets.resolve_source(spec.options.get("data"))
     import_detectron2()
     cfg = configs.load_config(spec.config, list(spec.overrides))
@@ -112,8 +111,8 @@ def prepare(spec: JobSpec) -> tuple[Any, Any, Any, Path]:
     return cfg, source, data, out
 
 
-def run_job(spec: JobSpec) -> dict[str, Any]:
-    """Train (unless ``eval_only``) and evaluate; returns metrics and paths."""
+def run_job(ctx: RunContext) -> dict[str, Any]:
+    """Train (unless ``eval_only``) and evaluate; returns metrics and paths (the job writes the record)."""
     from maskalign.detection._compat import import_detectron2
 
     import_detectron2()  # first: it quiets detectron2's import-time warnings and supplies pkg_resources
@@ -130,9 +129,9 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     from maskalign.detection.evaluate import evaluate
     from maskalign.detection.timm_backbone import detectron2_state
     from maskalign.monitor import detectron2_writer  # TensorBoard in the run folder
-    from maskalign.transfer.source import TransferRecorder
 
-    cfg, source, data, out = prepare(spec)
+    spec = ctx.spec
+    cfg, source, data, out = prepare(spec, ctx.source)
     eval_only, weights_opt = bool(spec.options.get("eval_only")), spec.options.get("weights")
     resume = bool(spec.options.get("resume", True))
     device = resolve_device(cfg.train.get("device", "auto"), key="train.device")
@@ -186,7 +185,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         "eval_only": eval_only,
         **configs.summary(cfg),
     }
-    recorder = TransferRecorder(spec.task, spec.run, source, record_cfg)
+    ctx.record_config.update(record_cfg)
 
     if eval_only:
         checkpointer = DetectionCheckpointer(model, str(out))
@@ -244,14 +243,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
             log.info("training already finished; evaluating")
         metrics = evaluate(cfg, model, out)
         final = out / "model_final.pth"
-    result: dict[str, Any] = {"out_dir": str(out), "metrics": metrics}
-    if comm.is_main_process():
-        result["record"] = str(recorder.write(out, metrics, checkpoint=final if final.is_file() else None))
-        log.info(
-            "box AP %.2f, mask AP %.2f; record %s",
-            metrics.get(Metric.AP_BOX, float("nan")),
-            metrics.get(Metric.AP_MASK, float("nan")),
-            result["record"],
-        )
+    log.info("box AP %.2f, mask AP %.2f", metrics.get(Metric.AP_BOX, float("nan")),
+             metrics.get(Metric.AP_MASK, float("nan")))
     comm.synchronize()
-    return result
+    return {"out_dir": str(out), "metrics": metrics, "checkpoint": str(final) if final.is_file() else None}

@@ -1,4 +1,4 @@
-"""``model_zoo`` for the files in ``maskalign/configs/coco/``: detectron2's, imported through the shim.
+"""``model_zoo`` for the files in ``detectron_configs/``: detectron2's, imported through the shim.
 
 The configs do ``from maskalign.detection.zoo import model_zoo`` instead of importing
 ``detectron2.model_zoo`` directly, so that they load on every install route (see

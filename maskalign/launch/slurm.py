@@ -152,15 +152,9 @@ def sbatch_script(params: dict[str, Any], folder: Path, array_size: int | None =
 
 
 def print_config(task: Any) -> None:
-    """What a dry run shows of a task: its ``describe()``, or its resolved config ``cfg``."""
+    """What a dry run shows of a task: its ``describe()`` (the spec and the resolved config)."""
     if callable(getattr(task, "describe", None)):
         print(task.describe())
-        return
-    cfg = getattr(task, "cfg", None)
-    if isinstance(cfg, dict):
-        from omegaconf import OmegaConf
-
-        print(OmegaConf.to_yaml(OmegaConf.create(cfg)).rstrip())
 
 
 def write_job_info(run_folder: Path, job_id: str, name: str, params: dict[str, Any], logs: Path) -> None:

@@ -10,12 +10,13 @@ mmengine's ``last_checkpoint`` in the run folder.
 from __future__ import annotations
 
 import argparse
-import os
 from typing import Any
 
 from maskalign.config import config_dir
+from maskalign.distributed import process_env
 from maskalign.metric_names import Metric
 from maskalign.segmentation.train import DEFAULT_CONFIG
+from maskalign.tasks.context import RunContext
 from maskalign.tasks.registry import Task, register_task
 from maskalign.tasks.spec import JobSpec
 
@@ -53,7 +54,7 @@ class Ade20kTask(Task):
             from maskalign.data.demo_world import ensure_ade20k
 
             root = ensure_ade20k()
-        if opts.get("data_check", True) and os.environ.get("RANK", "0") == "0":
+        if opts.get("data_check", True) and process_env().rank == 0:
             check_layout(root, (VAL,) if opts.get("eval_only") else (TRAIN, VAL))
         config = resolve_config(spec.config or DEFAULT_CONFIG)
         cfg = load_seg_config(config, spec.overrides)
@@ -64,12 +65,12 @@ class Ade20kTask(Task):
         opts["data_root"] = str(root)
         return spec.with_(options=opts, config_path=str(config))
 
-    def run(self, spec: JobSpec) -> dict[str, Any]:
+    def run(self, ctx: RunContext) -> dict[str, Any]:
         from maskalign.segmentation.train import run_job
 
-        if "data_root" not in spec.options:  # a spec built by hand (or a pipeline stage): find the data now
-            spec = self.prepare(spec)
-        return run_job(spec)
+        if "data_root" not in ctx.spec.options:  # a spec built by hand (or a pipeline stage): find the data now
+            ctx.spec = self.prepare(ctx.spec)
+        return run_job(ctx)
 
     def summary(self, result: dict[str, Any]) -> str:
         m = result["metrics"]

@@ -30,6 +30,7 @@ from typing import Any
 from maskalign.config import config_dir, find_config_file
 from maskalign.errors import UserError
 from maskalign.metric_names import Metric
+from maskalign.tasks.context import RunContext
 from maskalign.tasks.spec import JobSpec
 
 SEG_CONFIG_DIR = config_dir("ade20k")
@@ -231,29 +232,28 @@ def newest_model_checkpoint(work_dir: Path) -> Path | None:
     return iters[-1] if iters else None
 
 
-def run_job(spec: JobSpec) -> dict[str, Any]:
-    """Train (or, with ``eval_only``, evaluate) and write the record; returns a summary dict."""
+def run_job(ctx: RunContext) -> dict[str, Any]:
+    """Train (or, with ``eval_only``, evaluate); returns the metrics and the model (the job writes the record)."""
     import torch
 
     from maskalign.distributed import init_distributed
     from maskalign.segmentation.convert import check_fits
     from maskalign.segmentation.datasets import num_classes
     from maskalign.segmentation.mmseg_import import import_mmseg
-    from maskalign.transfer.source import TransferRecorder, load_pretrained
 
     import_mmseg()
     from mmengine.runner import Runner
 
     from maskalign.segmentation.hooks import ValMetricsTap
 
+    spec = ctx.spec
     info = init_distributed("auto")
     if info.world_size > 1:
         # mmengine's DDP wrapper reads these; under SLURM only SLURM_* are set.
         os.environ.setdefault("LOCAL_RANK", str(info.local_rank))
         os.environ.setdefault("RANK", str(info.rank))
         os.environ.setdefault("WORLD_SIZE", str(info.world_size))
-    source = load_pretrained(spec.ckpt)
-    recorder = TransferRecorder(spec.task, spec.run, source, {})
+    source = ctx.source
     work = spec.folder
     work.mkdir(parents=True, exist_ok=True)
     cfg = load_seg_config(config_of(spec), spec.overrides)
@@ -263,7 +263,7 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
     prepare_config(cfg, spec, source.arch, k, info.world_size, on_gpu, init_path)
     from maskalign.segmentation.timm_backbone import fit_backbone  # registers the timm wrapper with mmseg
 
-    source = fit_backbone(cfg, source)  # mmseg's ViT for plain ViTs, else the timm wrapper
+    source = ctx.source = fit_backbone(cfg, source)  # mmseg's ViT for plain ViTs, else the timm wrapper
 
     weights = None
     if bool(spec.options.get("eval_only")):
@@ -295,18 +295,15 @@ def run_job(spec: JobSpec) -> dict[str, Any]:
         metrics = _final_val_metrics(runner, tap) or runner.test()
         weights = newest_model_checkpoint(work)
 
-    result = {"work_dir": str(work), "metrics": to_record_metrics(metrics),
-              "weights": str(weights) if weights else None}
-    if info.is_main:
-        recorder.config = _record_config(cfg, spec, info.world_size, k)
-        if bool(spec.options.get("eval_only")):
-            # Re-evaluating this run's own model: keep the record's description of how it was trained.
-            previous = _previous_record_config(work)
-            if previous is not None:
-                recorder.config = {**previous, "eval_only": True}
-            recorder.config["evaluated_weights"] = str(weights)
-        result["record"] = str(recorder.write(work, result["metrics"], checkpoint=weights))
-    return result
+    ctx.record_config = _record_config(cfg, spec, info.world_size, k)
+    if bool(spec.options.get("eval_only")):
+        # Re-evaluating this run's own model: keep the record's description of how it was trained.
+        previous = _previous_record_config(work)
+        if previous is not None:
+            ctx.record_config = {**previous, "eval_only": True}
+        ctx.record_config["evaluated_weights"] = str(weights)
+    return {"work_dir": str(work), "metrics": to_record_metrics(metrics), "weights": str(weights) if weights else None,
+            "checkpoint": str(weights) if weights else None}
 
 
 def _previous_record_config(work: Path) -> dict[str, Any] | None:

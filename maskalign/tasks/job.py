@@ -10,7 +10,6 @@ task resumes from the checkpoints in its run folder.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -64,11 +63,11 @@ class TaskJob(Checkpointable):
     def describe(self) -> str:
         """What ``--dry-run`` prints: the job spec and, when resolved already, the config."""
         spec = self.spec
-        ckpt = spec.ckpt
-        if ckpt is None:
-            ckpt = upstream_description(get_task(spec.task, self.module).consumes, spec.output_root, spec.run)
-        lines = [f"task: {spec.task}", f"ckpt: {ckpt}", f"run folder: {spec.folder}",
-                 f"config: {spec.config_path or spec.config or '(default)'}"]
+        consumes = get_task(spec.task, self.module).consumes
+        lines = [f"task: {spec.task}"]
+        if consumes is not None:
+            lines.append(f"ckpt: {spec.ckpt or upstream_description(consumes, spec.output_root, spec.run)}")
+        lines += [f"run folder: {spec.folder}", f"config: {spec.config_path or spec.config or '(default)'}"]
         if spec.overrides:
             lines.append(f"overrides: {' '.join(spec.overrides)}")
         lines += [f"{k}: {v}" for k, v in spec.options.items()]
@@ -78,16 +77,29 @@ class TaskJob(Checkpointable):
             lines.append(OmegaConf.to_yaml(OmegaConf.create(spec.resolved)).rstrip())
         return "\n".join(lines)
 
+    def validate(self) -> None:
+        """What the launcher runs before submitting: the task's own checks."""
+        get_task(self.spec.task, self.module).validate(self.spec)
+
     def __call__(self) -> dict[str, Any]:
+        from maskalign.tasks.context import RunContext
+
         task = get_task(self.spec.task, self.module)
         spec = self.spec
-        if spec.ckpt is None:
+        if spec.ckpt is None and task.consumes is not None:
             spec = spec.with_(ckpt=str(upstream_checkpoint(task.consumes, spec.output_root, spec.run)))
             print(f"[task] {spec.task}/{spec.run}: checkpoint {spec.ckpt}", flush=True)
-        result = dict(task.run(spec) or {})
-        record = spec.folder / RECORD_FILENAME
-        if os.environ.get("RANK", "0") == "0" and not record.is_file():
-            raise UpstreamError(f"{spec.task}/{spec.run} finished but wrote no {record}")
+        ctx = RunContext(task, spec)
+        try:
+            task.open_folder(ctx)
+            result = dict(task.run(ctx) or {})
+            record = spec.folder / RECORD_FILENAME
+            if ctx.is_main and "metrics" in result and "record" not in result:
+                record = ctx.write_record(result["metrics"], result.get("checkpoint"))
+            if ctx.is_main and not record.is_file():
+                raise UpstreamError(f"{spec.task}/{spec.run} finished but wrote no {record}")
+        finally:
+            ctx.close()
         result.setdefault("record", str(record))
         result.setdefault("out_dir", str(spec.folder))
         result.setdefault("ckpt", spec.ckpt)
@@ -95,3 +107,23 @@ class TaskJob(Checkpointable):
 
     def __repr__(self) -> str:
         return f"TaskJob({self.spec.task}/{self.spec.run})"
+
+
+def job_for(task: str, *, ckpt: str | Path | None = None, overrides: tuple[str, ...] | list[str] = (),
+            output_root: str | Path | None = None, run: str = "", config: str | None = None,
+            **options: Any) -> TaskJob:
+    """The job of one run of ``task``, checked and resolved as its entry script would make it, for
+    code that runs jobs without a command line (tests, benchmarks, notebooks): ``job_for(...)()``.
+    ``output_dir=``/``name=`` among the overrides are ``output_root``/``run``, as on the command line."""
+    from maskalign.config import default_output_root
+    from maskalign.tasks.spec import default_run_name, pull_run_overrides
+
+    t = get_task(task)
+    root_alias, name_alias, rest = pull_run_overrides(overrides)
+    run = run or name_alias or ""
+    if not run and t.consumes is not None:
+        run = default_run_name(t.check_source(str(ckpt)), config, t.default_config)
+    spec = JobSpec(task=task, ckpt=str(ckpt) if ckpt is not None else None,
+                   output_root=str(Path(output_root or root_alias or default_output_root()).resolve()), run=run,
+                   config=config, overrides=tuple(rest), options=options)
+    return TaskJob(t.prepare(spec), t.module)

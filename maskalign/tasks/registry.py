@@ -1,10 +1,10 @@
-"""The registry of transfer tasks: each task registers itself where it is defined.
+"""The registry of tasks: each task registers itself where it is defined.
 
 A task is a subclass of :class:`Task` decorated with :func:`register_task`; the one instance is
-what the entry scripts (``transfer/*.py`` = ``cli.main(NAME)``), the pipeline and the launcher
-use. A task declares its name, the stage whose checkpoint it consumes, its config folder and
-default config, its extra command-line flags, its cheap checks before anything is launched, its
-run function, its metrics and (optionally) its tables::
+what the entry scripts (``transfer/*.py`` and ``pretrain/submit.py``, each ``cli.run(NAME)``), the
+pipeline, the evaluation command and the launcher use. A task declares its name, the stage whose
+checkpoint it consumes, its config folder and default config, its extra command-line flags, its
+cheap checks before anything is launched, and its science::
 
     @register_task
     class MyTask(Task):
@@ -12,11 +12,13 @@ run function, its metrics and (optionally) its tables::
         description = "what it measures"
         metrics = ("score",)
 
-        def run(self, spec: JobSpec) -> dict: ...  # writes spec.folder/record.json
+        def run(self, ctx: RunContext) -> dict:
+            return {"metrics": {"score": ...}}   # the job writes record.json from these
 
-The built-in tasks live in :data:`BUILTIN_MODULES`, imported on first lookup, then the modules an
-installed plug-in names under the entry-point group ``maskalign.tasks`` (:mod:`maskalign.plugins`);
-any other module registers its tasks by being imported (a test file, ``--pipeline NAME=package.module``).
+The built-in tasks live in ``maskalign/<area>/task.py`` (or ``tasks.py``) modules, found and
+imported on first lookup (:func:`builtin_modules`), then the modules that installed plug-ins name
+under the entry-point group ``maskalign.tasks`` (:mod:`maskalign.plugins`); any other module
+registers its tasks by being imported (a test file, ``--pipeline NAME=package.module``).
 """
 
 from __future__ import annotations
@@ -25,18 +27,25 @@ import argparse
 import importlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from maskalign.errors import UserError
 from maskalign.plugins import TASKS, load_plugins
 from maskalign.tasks.spec import JobSpec, source_run_of
 
+if TYPE_CHECKING:
+    from maskalign.tasks.context import RunContext
+
 #: The stage every transfer task consumes unless it says otherwise: the pre-trained encoder.
 PRETRAIN = "pretrain"
-#: Modules that define the built-in tasks; imported when a task is first looked up.
-BUILTIN_MODULES = ("maskalign.transfer.tasks", "maskalign.detection.task", "maskalign.segmentation.task")
-#: Record tasks that are not transfer tasks (pre-training, the speed benchmark).
-OTHER_RECORD_TASKS = (PRETRAIN, "speed")
+#: The file names that hold an area's tasks: every ``maskalign/<area>/task.py`` and ``tasks.py`` is
+#: imported when a task is first looked up, so a new in-tree task needs no edit of this file.
+TASK_MODULE_NAMES = ("task.py", "tasks.py")
+#: The order tables and listings show the built-in tasks in (others follow, by module name).
+BUILTIN_ORDER = ("maskalign.engine.task", "maskalign.transfer.tasks", "maskalign.detection.task",
+                 "maskalign.segmentation.task")
+#: Record tasks that are not registered tasks (the speed benchmark).
+OTHER_RECORD_TASKS = ("speed",)
 
 _REGISTRY: dict[str, Task] = {}
 _builtins_loaded = False
@@ -47,13 +56,14 @@ class TaskError(UserError):
 
 
 class Task:
-    """A kind of transfer job. Subclass, set the class attributes, implement :meth:`run`."""
+    """A kind of job (pre-training, a transfer protocol). Subclass, set the class attributes, implement :meth:`run`."""
 
     #: The task's name: its output folder ``<root>/<name>/``, its record's ``task``, its pipeline stage.
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    #: The stage whose checkpoint it consumes: ``pretrain`` (the encoder) or another task's name.
-    consumes: ClassVar[str] = PRETRAIN
+    #: The stage whose checkpoint it consumes: ``pretrain`` (the encoder), another task's name, or
+    #: ``None`` (pre-training itself: no ``--ckpt``).
+    consumes: ClassVar[str | None] = PRETRAIN
     #: The folder ``--config NAME`` is looked up in (``None``: the task takes no config).
     config_dir: ClassVar[Path | None] = None
     #: The config used when none is given (its stem is part of the default run name).
@@ -81,10 +91,28 @@ class Task:
         pipeline it does not exist yet); returns the spec with ``config_path``/``resolved`` filled."""
         return spec
 
-    def run(self, spec: JobSpec) -> dict[str, Any]:
-        """Run the job (in the job's process); write ``spec.folder/record.json``; return a summary
-        with ``metrics`` and ``record``."""
+    def validate(self, spec: JobSpec) -> None:
+        """Checks the submitting process runs before ``sbatch`` (files that may change meanwhile are
+        checked again when the job starts)."""
+
+    def open_folder(self, ctx: RunContext) -> None:
+        """Take the run folder before :meth:`run` (one writer, ``config.yaml``): see :meth:`RunContext.open`."""
+        ctx.open()
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        """The task's science, in the job's process: return ``{"metrics": {...}}`` (plus, optionally,
+        ``checkpoint``: the model the run made, which a downstream stage consumes, and anything the
+        summary prints). The job writes ``record.json`` from them (:meth:`RunContext.write_record`)."""
         raise NotImplementedError(f"task {self.name!r} has no run()")
+
+    def source_record(self, ctx: RunContext) -> tuple[dict[str, Any], dict[str, str], dict[str, Any]]:
+        """What the record says of the source: its metadata (method, backbone, supervision, ratios,
+        epochs), how it points at it (path + sha256, or hub name), and how it was loaded. A task whose
+        source is no encoder (a test's stand-in) says so here."""
+        from maskalign.transfer.source import encoder_record
+
+        src = ctx.source
+        return src.meta, src.ref, encoder_record(src)
 
     def summary(self, result: dict[str, Any]) -> str:
         """What the entry script prints when the job ran here."""
@@ -122,11 +150,19 @@ def register_task(cls: T) -> T:
     return cls
 
 
+def builtin_modules() -> list[str]:
+    """The in-tree task modules: ``maskalign/<area>/task.py`` and ``tasks.py``, in :data:`BUILTIN_ORDER` first."""
+    root = Path(__file__).resolve().parents[1]
+    found = {f"maskalign.{p.parent.name}.{p.stem}" for name in TASK_MODULE_NAMES for p in root.glob(f"*/{name}")}
+    found.discard("maskalign.tasks.tasks")
+    return [m for m in BUILTIN_ORDER if m in found] + sorted(found - set(BUILTIN_ORDER))
+
+
 def _load_builtins() -> None:
     global _builtins_loaded
     if not _builtins_loaded:
         _builtins_loaded = True
-        for mod in BUILTIN_MODULES:
+        for mod in builtin_modules():
             importlib.import_module(mod)
     load_plugins(TASKS)  # installed plug-ins (entry points), after the built-ins
 
@@ -148,8 +184,3 @@ def get_task(name: str, module: str | None = None) -> Task:
     if name not in tasks:
         raise TaskError(f"unknown task {name!r}; known: {', '.join(tasks)}")
     return tasks[name]
-
-
-def record_tasks() -> tuple[str, ...]:
-    """Every ``task`` a record may name: pre-training, the speed benchmark and the registered tasks."""
-    return (*OTHER_RECORD_TASKS, *registered_tasks())

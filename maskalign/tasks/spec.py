@@ -37,6 +37,22 @@ def source_run_of(path: str | Path, meta: dict[str, Any]) -> str:
     return str(spec.path.resolve().parent.name or spec.path.stem)
 
 
+def pull_run_overrides(overrides: list[str] | tuple[str, ...]) -> tuple[str | None, str | None, list[str]]:
+    """``output_dir=`` and ``name=`` among ``key=value`` overrides (the last of each wins): the same two
+    settings as ``--output-dir`` and ``--name``. Returns (output root, run name, the other overrides)."""
+    root = name = None
+    rest = []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key == "output_dir":
+            root = value or None
+        elif key == "name":
+            name = value or None
+        else:
+            rest.append(o)
+    return root, name, rest
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """Everything one transfer job needs; plain values, so the task pickles in a few kilobytes.

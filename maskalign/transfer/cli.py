@@ -1,7 +1,8 @@
-"""The one command line of every transfer task: ``transfer/<script>.py`` is ``cli.main(TASK)``.
+"""The one command line of every task: ``transfer/<script>.py`` and ``pretrain/submit.py`` are ``cli.run(TASK)``.
 
-``--ckpt CKPT [--config NAME|FILE] [--output-dir ROOT] [--name RUN] [task flags] [key=value ...]
-[launcher flags]``, flags and overrides in any order. The run writes ``ROOT/<task>/RUN/``
+``[--ckpt CKPT] [--config NAME|FILE] [--output-dir ROOT] [--name RUN] [--data DIR] [task flags]
+[key=value ...] [launcher flags]``, flags and overrides in any order (``--ckpt`` for every task
+that consumes an encoder, that is every task but pre-training). The run writes ``ROOT/<task>/RUN/``
 (``ROOT``: ``--output-dir``, else ``$MASKALIGN_OUTPUT``, else ``output``; ``RUN``: ``--name``,
 else ``<source run>-<config>``). ``output_dir=`` and ``name=`` overrides are accepted as the
 same two settings. The checkpoint, the config and the data are checked before anything is
@@ -21,12 +22,14 @@ from maskalign.errors import UserError
 from maskalign.launch import get_args_parser as launcher_parser
 from maskalign.launch import launch
 from maskalign.tasks import JobSpec, Task, TaskJob, default_run_name, get_task
+from maskalign.tasks.spec import pull_run_overrides
 
 
 def add_task_args(p: argparse.ArgumentParser, task: Task, ckpt_required: bool = True) -> None:
-    """The arguments every task takes, then the task's own flags, then the overrides."""
+    """The arguments every task takes, then the task's own flags, then the overrides (``ckpt_required=False``:
+    a pipeline stage, whose checkpoint is its upstream's)."""
     g = p.add_argument_group(f"{task.name} job")
-    if ckpt_required:
+    if task.consumes is not None and ckpt_required:
         g.add_argument("--ckpt", required=True, help=task.ckpt_help)
     where = f"a name in {task.config_dir}" if task.config_dir else "a name"
     g.add_argument("--config", "--config-file", dest="config", default=None,
@@ -34,7 +37,8 @@ def add_task_args(p: argparse.ArgumentParser, task: Task, ckpt_required: bool = 
     g.add_argument("--output-dir", dest="output_dir", default=None,
                    help=f"output root: the run writes <output-dir>/{task.name}/<name>/ "
                         "(default: $MASKALIGN_OUTPUT, else output)")
-    g.add_argument("--name", default=None, help="run name (default: <source run>-<config>)")
+    g.add_argument("--name", default=None, help="run name (default: <source run>-<config>)" if task.consumes
+                   else "run name (default: the config's name, else its file's stem)")
     task.add_arguments(p)
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. optim.epochs=5")
 
@@ -54,17 +58,6 @@ def parse_args(task: str, argv: Sequence[str] | None = None) -> argparse.Namespa
     return get_args_parser(task).parse_intermixed_args(argv)
 
 
-def _pull(overrides: list[str], key: str) -> tuple[str | None, list[str]]:
-    """The value of ``key=...`` among the overrides (the last one), and the other overrides."""
-    value, rest = None, []
-    for o in overrides:
-        if o.startswith(f"{key}="):
-            value = o.split("=", 1)[1] or None
-        else:
-            rest.append(o)
-    return value, rest
-
-
 def build_spec(task: Task, args: argparse.Namespace, ckpt: str | None, *, source_run: str | None = None,
                run: str | None = None, output_root: str | None = None) -> JobSpec:
     """The checked job spec of ``args``: ``run``/``output_root`` win (the pipeline's), then the flags,
@@ -72,13 +65,12 @@ def build_spec(task: Task, args: argparse.Namespace, ckpt: str | None, *, source
     bad = [o for o in args.overrides if "=" not in o]
     if bad:
         raise UserError(f"command line: unexpected argument {bad[0]!r} (overrides are key=value)")
-    root_alias, overrides = _pull(list(args.overrides), "output_dir")
-    name_alias, overrides = _pull(overrides, "name")
+    root_alias, name_alias, overrides = pull_run_overrides(args.overrides)
     root = output_root or args.output_dir or root_alias or default_output_root()
     name = run or args.name or name_alias
-    if name is None:
+    if name is None and task.consumes is not None:  # a task that makes its own encoder names itself in prepare
         name = default_run_name(source_run or "run", args.config, task.default_config)
-    spec = JobSpec(task=task.name, ckpt=ckpt, output_root=str(Path(root).resolve()), run=name,
+    spec = JobSpec(task=task.name, ckpt=ckpt, output_root=str(Path(root).resolve()), run=name or "",
                    config=args.config, overrides=tuple(overrides), options=task.options(args))
     return task.prepare(spec)
 
@@ -89,8 +81,10 @@ def main(task_name: str, args: argparse.Namespace) -> int:
 
     try:
         task = get_task(task_name)
-        ckpt = absolute_spec(args.ckpt)  # a file made absolute for jobs run elsewhere; hub names kept
-        source_run = task.check_source(args.ckpt)
+        ckpt = source_run = None
+        if task.consumes is not None:
+            ckpt = absolute_spec(args.ckpt)  # a file made absolute for jobs run elsewhere; hub names kept
+            source_run = task.check_source(args.ckpt)
         spec = build_spec(task, args, ckpt, source_run=source_run)
         result = launch(TaskJob(spec, task.module), args, spec.folder, f"{task.name}:{spec.run}")
     except (UserError, FloatingPointError) as e:

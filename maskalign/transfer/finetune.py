@@ -10,14 +10,14 @@ groups are :mod:`maskalign.transfer.layer_decay` (MAE semantics, tested against 
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from maskalign.config import ConfigError
-from maskalign.distributed import DistInfo
 from maskalign.engine.optim import scaled_lr
+from maskalign.engine.rng import seed_everything
+from maskalign.tasks.context import SCRATCH_META, RunContext
 from maskalign.transfer.classifier import build_classifier, classifier_from, classifier_spec
 from maskalign.transfer.data import (
     classification_sets,
@@ -26,7 +26,6 @@ from maskalign.transfer.data import (
     per_process_batch,
     train_loader,
 )
-from maskalign.transfer.job import start_job
 from maskalign.transfer.layer_decay import param_groups_lrd
 from maskalign.transfer.trainer import Schedule, fit
 
@@ -46,11 +45,14 @@ def _mixup_and_criterion(aug: Any, num_classes: int):
     return None, torch.nn.CrossEntropyLoss()
 
 
-def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[str, Any]:
-    """Fine-tune the encoder in ``ckpt`` under ``cfg`` (resuming if its folder holds a checkpoint)."""
+def run(ctx: RunContext) -> dict[str, Any]:
+    """Fine-tune the context's encoder under its config (resuming if its folder holds a checkpoint)."""
+    cfg, info = ctx.config, ctx.dist
+    seed_everything(int(cfg.seed) + info.rank)
     pretrained = bool(cfg.model.pretrained)
-    job = start_job("finetune", cfg, ckpt, dist_info, pretrained=pretrained)
-    info, src = job.info, job.source
+    src = ctx.source
+    if not pretrained:  # a from-scratch baseline: only the architecture is taken
+        ctx.record_meta = dict(SCRATCH_META)
     img_size = int(cfg.model.img_size or src.arch["img_size"])
     train_set, val_set, root, kind = classification_sets(cfg, img_size, finetune_train_transform(img_size, cfg.aug))
     num_classes = len(train_set.classes)
@@ -78,11 +80,11 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
               f"{cfg.optim.total_batch_size}, lr {lr:.3g} (blr {cfg.optim.blr}), layer decay {cfg.optim.layer_decay}, "
               f"{cfg.optim.epochs} epochs, device {info.device}, world {info.world_size}", flush=True)
     saved = {"classifier": classifier_spec(src.arch, num_classes, "finetune", img_size, cfg.model.global_pool),
-             "classes": list(train_set.classes), "crop_pct": float(cfg.data.crop_pct), "meta": job.recorder.source.meta,
+             "classes": list(train_set.classes), "crop_pct": float(cfg.data.crop_pct),
+             "meta": {**src.meta, **ctx.record_meta},
              "run": str(cfg.name), "task": "finetune"}
     schedule = Schedule(epochs=int(cfg.optim.epochs), warmup_epochs=float(cfg.optim.warmup_epochs), lr=lr,
                         min_lr=float(cfg.optim.min_lr), accum_iter=int(cfg.optim.accum_iter),
                         clip_grad=cfg.optim.clip_grad, max_steps=cfg.runtime.max_steps, amp=cfg.runtime.amp)
-    result = fit(model, optimizer, criterion, tl, sampler, vl, info, job.out, schedule, saved, tag="finetune",
-                 batch_fn=mixup)
-    return job.finish(result)
+    return fit(model, optimizer, criterion, tl, sampler, vl, info, ctx.folder, schedule, saved, tag="finetune",
+               batch_fn=mixup)

@@ -9,15 +9,15 @@ with blr 0.025 (``maskalign_vitb16.yaml``). ``optim.name=sgd`` swaps LARS for mo
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from maskalign.config import ConfigError
-from maskalign.distributed import DistInfo
 from maskalign.engine.optim import scaled_lr
+from maskalign.engine.rng import seed_everything
+from maskalign.tasks.context import RunContext
 from maskalign.transfer.classifier import classifier_from, classifier_spec
 from maskalign.transfer.data import (
     classification_sets,
@@ -26,7 +26,6 @@ from maskalign.transfer.data import (
     per_process_batch,
     train_loader,
 )
-from maskalign.transfer.job import start_job
 from maskalign.transfer.lars import LARS
 from maskalign.transfer.trainer import Schedule, fit
 
@@ -48,10 +47,11 @@ def build_optimizer(head: nn.Module, optim: Any, lr: float) -> torch.optim.Optim
     raise ConfigError(f"optim.name: unknown {optim.name!r}; use lars or sgd")
 
 
-def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[str, Any]:
-    """Train a linear probe on the encoder in ``ckpt`` under ``cfg`` (resuming if possible)."""
-    job = start_job("linprobe", cfg, ckpt, dist_info)
-    info, src = job.info, job.source
+def run(ctx: RunContext) -> dict[str, Any]:
+    """Train a linear probe on the context's encoder under its config (resuming if possible)."""
+    cfg, info = ctx.config, ctx.dist
+    seed_everything(int(cfg.seed) + info.rank)
+    src = ctx.source
     img_size = int(cfg.model.img_size or src.arch["img_size"])
     train_set, val_set, root, kind = classification_sets(cfg, img_size, linprobe_train_transform(img_size))
     num_classes = len(train_set.classes)
@@ -75,6 +75,5 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
     schedule = Schedule(epochs=int(cfg.optim.epochs), warmup_epochs=float(cfg.optim.warmup_epochs), lr=lr,
                         min_lr=float(cfg.optim.min_lr), accum_iter=int(cfg.optim.accum_iter),
                         max_steps=cfg.runtime.max_steps, amp=cfg.runtime.amp)
-    result = fit(model, optimizer, nn.CrossEntropyLoss(), tl, sampler, vl, info, job.out, schedule, saved,
-                 tag="linprobe", set_mode=probe_mode)
-    return job.finish(result)
+    return fit(model, optimizer, nn.CrossEntropyLoss(), tl, sampler, vl, info, ctx.folder, schedule, saved,
+               tag="linprobe", set_mode=probe_mode)

@@ -34,19 +34,18 @@ from torch.utils.data import ConcatDataset, Dataset
 from torchvision import transforms as T
 
 from maskalign.atomic import atomic_write_text
-from maskalign.config import ConfigError, save_config, to_plain
+from maskalign.config import ConfigError
 from maskalign.data.imagenet import DataError, SafeImageFolder
 from maskalign.data.transforms import eval_transform
-from maskalign.distributed import DistInfo, init_distributed
+from maskalign.distributed import DistInfo
 from maskalign.metric_names import Metric, in_c_ce
-from maskalign.tasks.spec import run_folder
+from maskalign.tasks.context import RunContext
 from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
 from maskalign.transfer.classifier import load_classifier
 from maskalign.transfer.data import eval_loader
 from maskalign.transfer.evaluate import Tagged, evaluate, evaluate_groups
 from maskalign.transfer.label_space import LabelSpace, for_classes
 from maskalign.transfer.metrics import CORRUPTIONS, SEVERITIES, corruption_errors, mean_corruption_error
-from maskalign.transfer.source import TransferRecorder, load_pretrained
 
 
 @dataclass(frozen=True)
@@ -183,21 +182,16 @@ def evaluate_imagenet_c(score: _Scorer, root: Path, space: LabelSpace, transform
     return {"error_pct": per_severity, "ce": ce, "mce": mce}
 
 
-def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[str, Any]:
-    """Evaluate the classifier in ``ckpt`` on every configured benchmark; write record + details."""
-    info = dist_info or init_distributed(cfg.runtime.device)
-    out = run_folder(str(cfg.output_dir), "robustness", str(cfg.name))
-    if info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out / "config.yaml")
+def run(ctx: RunContext) -> dict[str, Any]:
+    """Evaluate the context's classifier on every configured benchmark; return the metrics, write details."""
+    cfg, info, out, ckpt = ctx.config, ctx.dist, ctx.folder, ctx.spec.ckpt
     wanted = [str(b) for b in cfg.benchmarks]
     unknown = [b for b in wanted if b not in BENCHMARKS]
     if unknown:
         raise ConfigError(f"benchmarks: unknown {unknown}; known: {list(BENCHMARKS)}")
     model, saved = load_classifier(ckpt)
+    ctx.source  # the record's source, read (and described) now rather than after the evaluation
     model.to(info.device)
-    source = load_pretrained(ckpt)
-    recorder = TransferRecorder("robustness", str(cfg.name), source, {**to_plain(cfg), "ckpt": str(ckpt)})
     space = for_classes(saved.get("classes") or [])
     if space.num_classes != saved["classifier"]["num_classes"]:
         raise DataError(f"{ckpt}: its class list ({space.num_classes}) does not match its head "
@@ -248,7 +242,6 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
         for n in notes:
             print(f"[robustness] note: {n}", flush=True)
         atomic_write_text(out / "robustness.json", json.dumps(details, indent=2, default=str) + "\n")
-        recorder.write(out, metrics)
         if "in_c_mce" in metrics:
             print(f"[robustness] ImageNet-C mCE {metrics['in_c_mce']:.2f}", flush=True)
     return result

@@ -1,9 +1,10 @@
-"""The pre-trained encoder a transfer job consumes, and the record it writes about it.
+"""The pre-trained encoder a transfer job consumes, as its record describes it.
 
 Every transfer job (fine-tuning, linear probe, COCO, ADE20K, robustness) starts from ``--ckpt``:
 a checkpoint of any pre-training objective here, a published encoder's official file, a timm or
 open_clip name (:mod:`maskalign.encoders`). :func:`load_pretrained` is the one place that loads
-it -- exactly, with a loading report -- and the record inherits what the tables group by
+it -- exactly, with a loading report -- and the record (:meth:`maskalign.tasks.context.RunContext.write_record`)
+inherits what the tables group by
 (method, backbone, supervision, ratios, epochs, paper row) from its metadata; an external
 encoder's method is ``external:<family>:<backbone>`` and the record's config holds its loading
 report.
@@ -11,8 +12,6 @@ report.
 
 from __future__ import annotations
 
-import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ import torch
 from torch import nn
 
 from maskalign.encoders import LoadedEncoder, LoadingReport, load_encoder
-from maskalign.records import Record, checkpoint_ref, now_iso, write_record
 
 
 @dataclass
@@ -85,25 +83,3 @@ def encoder_record(source: PretrainedEncoder) -> dict[str, Any]:
     """The ``encoder`` entry of a job record's config: what was loaded and how."""
     return {"family": source.family, "label": source.meta.get("label"), "arch": source.arch,
             "source": source.meta.get("source"), "loading": source.report.as_dict()}
-
-
-class TransferRecorder:
-    """Times a transfer job and writes its record, inheriting the pre-training metadata."""
-
-    def __init__(self, task: str, run_name: str, source: PretrainedEncoder, config: dict[str, Any]) -> None:
-        self.task, self.run_name, self.source, self.config = task, run_name, source, config
-        self.start, self._t0 = now_iso(), time.time()
-        if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0:
-            print("\n".join(f"[{task}] {line}" for line in source.describe()), flush=True)
-
-    def write(self, out_dir: str | Path, metrics: dict[str, float], checkpoint: str | Path | None = None) -> Path:
-        m = self.source.meta
-        return write_record(out_dir, Record(
-            run_id=f"{self.task}/{self.run_name}", task=self.task, method=m.get("method", "unknown"),
-            backbone=m.get("backbone", "unknown"), supervision=m.get("supervision", "unknown"),
-            forward_ratio=m.get("forward_ratio"), reconstruct_ratio=m.get("reconstruct_ratio"),
-            pt_epochs=m.get("pt_epochs"), paper_ref=m.get("paper_ref"),
-            metrics={k: float(v) for k, v in metrics.items()},
-            checkpoint=checkpoint_ref(checkpoint) if checkpoint else None,
-            source_checkpoint=self.source.ref, config={**self.config, "encoder": encoder_record(self.source)},
-            start_time=self.start, wall_time_s=time.time() - self._t0))

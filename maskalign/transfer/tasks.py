@@ -1,74 +1,89 @@
 """The classification transfer tasks: fine-tuning, linear probing, robustness of the fine-tuned model.
 
 Each is a registered :class:`~maskalign.tasks.registry.Task`: its recipe is
-``maskalign/configs/<task>/default.yaml`` <- ``--config NAME`` <- ``key=value`` overrides,
-resolved (and checked key by key) before anything is launched; the job runs
-``maskalign.transfer.<task>.run(cfg, ckpt)`` on the resolved config. ``robustness`` consumes the
-fine-tuned classifier that ``finetune``'s record names.
+``maskalign/configs/<task>/default.yaml`` <- ``--config NAME`` <- ``key=value`` overrides
+(``--data DIR`` is ``data.root=DIR``), resolved (and checked key by key) before anything is
+launched; the job runs the task's engine ``maskalign.transfer.<task>.run(ctx)`` on the resolved
+config. ``robustness`` consumes the fine-tuned classifier that ``finetune``'s record names.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any, ClassVar
+import argparse
+from typing import Any
 
 from maskalign.config import config_dir, load_config, resolve_config_path, to_plain
 from maskalign.metric_names import Metric
+from maskalign.tasks.context import RunContext
 from maskalign.tasks.registry import Task, register_task
 from maskalign.tasks.spec import JobSpec, source_run_of
 
 CLASSIFIER_METRICS = (Metric.TOP1, Metric.TOP5, Metric.BEST_TOP1, Metric.BEST_EPOCH)
 
 
-class ClassificationTask(Task):
-    """A task whose recipe is a YAML config resolved before launch and run by ``maskalign.transfer.<name>``."""
-
-    engine: ClassVar[str] = ""
+class YamlConfigTask(Task):
+    """A task whose recipe is a YAML config (``config_dir/default.yaml`` <- ``--config`` <- overrides),
+    resolved before launch; ``--data DIR`` sets ``data.root``."""
 
     def prepare(self, spec: JobSpec) -> JobSpec:
         cfg_dir = self.config_dir
         path = resolve_config_path(spec.config, cfg_dir) if spec.config else cfg_dir / "default.yaml"
-        cfg = load_config(spec.config, [*spec.overrides, f"name={spec.run}", f"output_dir={spec.output_root}"],
+        data = [f"data.root={spec.options['data']}"] if spec.options.get("data") else []
+        cfg = load_config(spec.config, [*data, *spec.overrides, f"name={spec.run}", f"output_dir={spec.output_root}"],
                           cfg_dir)
         return spec.with_(resolved=to_plain(cfg), config_path=str(path))
 
-    def run(self, spec: JobSpec) -> dict[str, Any]:
-        from omegaconf import OmegaConf
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data", default=None, help="data set root, the same as data.root=DIR "
+                                                         "(default: the config's, else the demo world)")
 
-        if spec.resolved is None:  # a spec built by hand: resolve it here
-            spec = self.prepare(spec)
-        engine = importlib.import_module(self.engine)
-        return engine.run(OmegaConf.create(spec.resolved), spec.ckpt)
+    def options(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"data": args.data} if args.data else {}
+
+    def open_folder(self, ctx: RunContext) -> None:
+        if ctx.config is None:  # a spec built by hand: resolve it here
+            from omegaconf import OmegaConf
+
+            ctx.spec = self.prepare(ctx.spec)
+            ctx.config = OmegaConf.create(ctx.spec.resolved)
+        ctx.open()
 
 
 @register_task
-class FinetuneTask(ClassificationTask):
+class FinetuneTask(YamlConfigTask):
     name = "finetune"
     description = "Fine-tune a pre-trained ViT on ImageNet-1k (default: the demo world): the MAE/BEiT recipe"
     config_dir = config_dir("finetune")
-    engine = "maskalign.transfer.finetune"
     metrics = CLASSIFIER_METRICS
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        from maskalign.transfer.finetune import run
+
+        return run(ctx)
 
     def summary(self, result: dict[str, Any]) -> str:
         return super().summary(result) + f"\nNext: python transfer/robustness.py --ckpt {result.get('checkpoint')}"
 
 
 @register_task
-class LinprobeTask(ClassificationTask):
+class LinprobeTask(YamlConfigTask):
     name = "linprobe"
     description = "Linear probing of a frozen pre-trained ViT on ImageNet-1k (BN + linear head, LARS)"
     config_dir = config_dir("linprobe")
-    engine = "maskalign.transfer.linprobe"
     metrics = CLASSIFIER_METRICS
+
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        from maskalign.transfer.linprobe import run
+
+        return run(ctx)
 
 
 @register_task
-class RobustnessTask(ClassificationTask):
+class RobustnessTask(YamlConfigTask):
     name = "robustness"
     description = "Evaluate a fine-tuned classifier on ImageNet-A, -R, -Sketch, -V2 and -C"
     consumes = "finetune"
     config_dir = config_dir("robustness")
-    engine = "maskalign.transfer.robustness"
     metrics = (Metric.IN1K_TOP1, Metric.IN_A_TOP1, Metric.IN_R_TOP1, Metric.IN_SKETCH_TOP1, Metric.IN_V2_TOP1,
                Metric.IN_C_MCE)
     ckpt_help = "a fine-tuned classifier (transfer/finetune.py's checkpoint.pth or checkpoint-best.pth)"
@@ -79,5 +94,10 @@ class RobustnessTask(ClassificationTask):
         _, info = load_classifier(ckpt)
         return str(info.get("run") or source_run_of(ckpt, {}))
 
+    def run(self, ctx: RunContext) -> dict[str, Any]:
+        from maskalign.transfer.robustness import run
 
-__all__ = ["ClassificationTask", "FinetuneTask", "LinprobeTask", "RobustnessTask"]
+        return run(ctx)
+
+
+__all__ = ["FinetuneTask", "LinprobeTask", "RobustnessTask", "YamlConfigTask"]

@@ -33,6 +33,7 @@ from maskalign.config import ConfigError
 from maskalign.distributed import DistInfo, all_reduce_mean, barrier
 from maskalign.engine.optim import cosine_lr, set_lr
 from maskalign.engine.rng import rng_state, set_rng_state
+from maskalign.metric_names import Metric
 from maskalign.transfer.evaluate import evaluate
 
 LAST = "checkpoint.pth"
@@ -79,7 +80,8 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         schedule: Schedule, saved: dict[str, Any], *, tag: str,
         batch_fn: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
         set_mode: Callable[[nn.Module], None] | None = None) -> dict[str, Any]:
-    """Train ``model`` for ``schedule.epochs`` (resuming from ``out``), return last and best val metrics.
+    """Train ``model`` for ``schedule.epochs`` (resuming from ``out``); return the record's metrics
+    (last epoch's val top-1/top-5, best top-1 and its epoch) with the last and best val results.
 
     Args:
         model: the classifier (a plain module; wrapped in DDP here when the world is larger than 1).
@@ -169,5 +171,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
     mon.close()
     if info.is_main:
         atomic_write_text(out / "summary.json", json.dumps({"last": last, "best": best}, indent=2) + "\n")
-    return {"last": last, "best": best, "epochs_done": last.get("epoch", start_epoch),
+    metrics = {Metric.TOP1: last["top1"], Metric.TOP5: last["top5"], Metric.BEST_TOP1: best["top1"],
+               Metric.BEST_EPOCH: best.get("epoch", 0)}
+    return {"metrics": metrics, "last": last, "best": best, "epochs_done": last.get("epoch", start_epoch),
             "checkpoint": str(out / LAST), "best_checkpoint": str(out / BEST)}
