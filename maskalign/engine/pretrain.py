@@ -39,10 +39,12 @@ from maskalign.records import Record, checkpoint_ref, now_iso, write_record
 from maskalign.runfolder.faults import fault_point
 from maskalign.runfolder.preempt import Stopped, install_handler, request_stop, stop_now, stop_requested
 from maskalign.runfolder.slurm_env import current_job_id
+from maskalign.tasks.spec import run_folder
 
 
 def run_dir(cfg: Any) -> Path:
-    return Path(cfg.output_dir) / "pretrain" / cfg.name
+    """The run folder, by the one rule of every task (:func:`maskalign.tasks.spec.run_folder`)."""
+    return run_folder(str(cfg.output_dir), "pretrain", str(cfg.name))
 
 
 def build_train_set(cfg: Any, objective: Objective):
