@@ -24,14 +24,14 @@ import json
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from maskalign.atomic import atomic_write_text, remove_stale_temps
 from maskalign.checkpoint import CHECKPOINT, CheckpointError, latest_checkpoint, load_file
 from maskalign.config import save_config, to_plain
-from maskalign.records import RECORD_FILENAME
+from maskalign.records import RECORD_FILENAME, RecordError, read_record
 from maskalign.runfolder.history import record_event
 from maskalign.runfolder.lock import RunLock
 from maskalign.runfolder.slurm_env import current_job_id
@@ -122,9 +122,9 @@ def finished_summary(cfg: Any, out: Path) -> dict[str, Any] | None:
     if getattr(cfg.runtime, "restart", False) or not (out / RECORD_FILENAME).is_file():
         return None
     try:
-        record = json.loads((out / RECORD_FILENAME).read_text())
-    except (OSError, ValueError):
-        return None
+        record = asdict(read_record(out / RECORD_FILENAME))
+    except RecordError:
+        return None  # not a record this run can stand behind: the run goes on and writes a good one
     ckpt_path = latest_checkpoint(out)
     if ckpt_path is not None:
         try:

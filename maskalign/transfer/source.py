@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from maskalign.encoders import LoadedEncoder, LoadingReport, load_encoder
+from maskalign.errors import UserError
 from maskalign.records import Record, checkpoint_ref, now_iso, write_record
 
 
@@ -93,12 +94,19 @@ class TransferRecorder:
     def __init__(self, task: str, run_name: str, source: PretrainedEncoder, config: dict[str, Any]) -> None:
         self.task, self.run_name, self.source, self.config = task, run_name, source, config
         self.start, self._t0 = now_iso(), time.time()
+        try:  # the metadata the record inherits, checked before the job runs, not after
+            self._record({}, None)
+        except ValueError as e:
+            raise UserError(f"{source.path}: its pre-training metadata does not fit a record ({e})") from None
         if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) == 0:
             print("\n".join(f"[{task}] {line}" for line in source.describe()), flush=True)
 
     def write(self, out_dir: str | Path, metrics: dict[str, float], checkpoint: str | Path | None = None) -> Path:
+        return write_record(out_dir, self._record(metrics, checkpoint))
+
+    def _record(self, metrics: dict[str, float], checkpoint: str | Path | None) -> Record:
         m = self.source.meta
-        return write_record(out_dir, Record(
+        return Record(
             run_id=f"{self.task}/{self.run_name}", task=self.task, method=m.get("method", "unknown"),
             backbone=m.get("backbone", "unknown"), supervision=m.get("supervision", "unknown"),
             forward_ratio=m.get("forward_ratio"), reconstruct_ratio=m.get("reconstruct_ratio"),
@@ -106,4 +114,4 @@ class TransferRecorder:
             metrics={k: float(v) for k, v in metrics.items()},
             checkpoint=checkpoint_ref(checkpoint) if checkpoint else None,
             source_checkpoint=self.source.ref, config={**self.config, "encoder": encoder_record(self.source)},
-            start_time=self.start, wall_time_s=time.time() - self._t0))
+            start_time=self.start, wall_time_s=time.time() - self._t0)
