@@ -14,7 +14,7 @@ Every file that holds an encoder carries its arch (a ``.json`` sidecar, or the `
 ``checkpoint.pth``): the head count cannot be read off the tensors. For a foreign file without
 one, :func:`infer_arch` accepts only timm's standard widths and refuses to guess any other.
 
-Everything is written atomically and read with ``torch.load(weights_only=True)``.
+Everything is written atomically and read with ``torch.load(weights_only=True)`` (:mod:`maskalign.safe_load`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import torch
 
 from maskalign.atomic import atomic_torch_save, atomic_write_text
 from maskalign.errors import UserError
+from maskalign.safe_load import load_weights
 
 CHECKPOINT = "checkpoint.pth"
 ENCODER = "encoder.pth"
@@ -45,14 +46,8 @@ class CheckpointError(UserError):
 
 
 def load_file(path: str | Path) -> Any:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for truncated or foreign pickles
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+    """Tensors and plain values only (:func:`maskalign.safe_load.load_weights`); one line otherwise."""
+    return load_weights(path, error=CheckpointError)
 
 
 def save_training_checkpoint(out_dir: str | Path, state: dict[str, Any], keep_epoch: int | None = None) -> Path:

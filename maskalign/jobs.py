@@ -8,7 +8,8 @@ A run folder ``OUTPUT/<kind>/<run>/`` is
 * ``pending``/``running``/... while ``squeue`` knows its job (``job.json`` names it; the reason,
   e.g. ``Dependency``, is shown); ``requeued`` when it is pending again after it had started;
 * ``running`` while the process named in its ``run.lock`` is alive (a ``--local`` run too);
-* ``done`` when it holds ``record.json`` (the metrics are shown);
+* ``done`` when it holds ``record.json`` (the metrics are shown); ``bad record`` when that file is
+  unreadable or breaks the schema (named on stderr; ``--strict`` exits 1);
 * ``failed`` when its submitit log ends in an exception or its ``status.jsonl`` says so (the
   last line is shown), or SLURM reports FAILED/CANCELLED/TIMEOUT/...;
 * ``cancelled``/``timeout``/... also after SLURM has forgotten the job: the status command notes
@@ -36,7 +37,7 @@ from pathlib import Path
 from maskalign.config import default_output_root
 from maskalign.errors import UserError
 from maskalign.launch import read_job_info
-from maskalign.records import RECORD_FILENAME
+from maskalign.records import RECORD_FILENAME, RecordError, read_record
 from maskalign.runfolder.history import read_events, record_event
 from maskalign.runfolder.lock import read_holder
 
@@ -176,13 +177,14 @@ def log_verdict(folder: Path, job_id: str | None = None) -> tuple[str, str] | No
     return None
 
 
-def _record_detail(folder: Path) -> str:
+def _record_detail(folder: Path) -> tuple[str, str]:
+    """(state, detail) of a folder holding ``record.json``: ``done`` with its metrics, or ``bad record``."""
     try:
-        metrics = json.loads((folder / RECORD_FILENAME).read_text()).get("metrics") or {}
-    except (OSError, json.JSONDecodeError):
-        return "unreadable record.json"
+        metrics = read_record(folder / RECORD_FILENAME).metrics
+    except RecordError as e:
+        return "bad record", str(e)
     shown = [f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))][:3]
-    return ", ".join(shown)
+    return "done", ", ".join(shown)
 
 
 def _remember(folder: Path, job_id: str, state: str, reason: str, events: list[dict]) -> None:
@@ -221,7 +223,7 @@ def run_status(folder: Path, slurm: dict[str, tuple[str, str]] | None = None) ->
     submitted_after_record = record.is_file() and (folder / "job.json").is_file() \
         and (folder / "job.json").stat().st_mtime > record.stat().st_mtime
     if record.is_file() and not (submitted_after_record and live and live[0] != "COMPLETED"):
-        st.state, st.detail = "done", _record_detail(folder)
+        st.state, st.detail = _record_detail(folder)
         return st
     verdict = log_verdict(folder, job_id or None)
     failure = verdict[1] if verdict and verdict[0] == "failed" else ""
@@ -297,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the output root (default: $MASKALIGN_OUTPUT, else output)")
     s.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     s.add_argument("--no-slurm", action="store_true", help="do not ask squeue; files only")
+    s.add_argument("--strict", action="store_true", help="exit 1 when a record.json is unreadable or malformed")
     w = sub.add_parser("wait", help="wait until SLURM jobs end; exit 1 unless all COMPLETED")
     w.add_argument("job_ids", nargs="+")
     w.add_argument("--timeout", type=float, default=3600)
@@ -312,7 +315,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(asdict(r)))
         else:
             print(format_table(rows))
-        return 0
+        bad = [r for r in rows if r.state == "bad record"]
+        for r in bad:
+            print(f"skipped bad record {r.detail}", file=sys.stderr)
+        return 1 if args.strict and bad else 0
     try:
         states = wait(args.job_ids, timeout=args.timeout)
     except TimeoutError as e:

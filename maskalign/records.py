@@ -55,6 +55,49 @@ class Record:
         # need the task registered, only a well-formed name.
         if not isinstance(self.task, str) or not self.task.isidentifier():
             raise ValueError(f"record: task must be a task name, got {self.task!r}")
+        # Checked on writing and on reading alike (results/SCHEMA.md): a table never shows a
+        # string where a number belongs.
+        problem = schema_problem(self)
+        if problem:
+            raise ValueError(f"record: {problem}")
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# field -> (check, what it must be); None is allowed wherever the default is None.
+_FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "run_id": (lambda v: isinstance(v, str), "a string"),
+    "method": (lambda v: isinstance(v, str), "a string"),
+    "backbone": (lambda v: isinstance(v, str), "a string"),
+    "supervision": (lambda v: isinstance(v, str), "a string"),
+    "forward_ratio": (lambda v: v is None or _number(v), "a number or null"),
+    "reconstruct_ratio": (lambda v: v is None or _number(v), "a number or null"),
+    "pt_epochs": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "an integer or null"),
+    "paper_ref": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "metrics": (lambda v: isinstance(v, dict) and all(isinstance(k, str) and (x is None or _number(x))
+                                                      for k, x in v.items()),
+                "an object of numbers"),
+    "checkpoint": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "source_checkpoint": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "config": (lambda v: isinstance(v, dict), "an object"),
+    "code_version": (lambda v: isinstance(v, str), "a string"),
+    "host": (lambda v: isinstance(v, str), "a string"),
+    "start_time": (lambda v: isinstance(v, str), "a string"),
+    "end_time": (lambda v: isinstance(v, str), "a string"),
+    "wall_time_s": (lambda v: v is None or _number(v), "a number or null"),
+}
+
+
+def schema_problem(record: Record) -> str | None:
+    """The first field whose value has the wrong type, as ``field=value is not ...``; else ``None``."""
+    for name, (ok, what) in _FIELD_TYPES.items():
+        value = getattr(record, name)
+        if not ok(value):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            return f"{name}={shown} is not {what}"
+    return None
 
 
 def now_iso() -> str:
@@ -115,8 +158,12 @@ def read_record(path: str | os.PathLike) -> Record:
     """The record in ``path``; a missing, unreadable or malformed file is one ``RecordError`` line."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise RecordError(f"{path}: not a readable JSON record ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise RecordError(f"{path}: not a readable JSON record (not UTF-8 at byte {e.start})") from None
+    except ValueError as e:  # json.JSONDecodeError, and numbers Python cannot hold
         raise RecordError(f"{path}: not a readable JSON record ({e})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
         raise RecordError(f"{path}: not a {SCHEMA_VERSION} record")
@@ -127,4 +174,20 @@ def read_record(path: str | os.PathLike) -> Record:
 
 
 def find_records(root: str | os.PathLike) -> list[Path]:
-    return sorted(Path(root).rglob(RECORD_FILENAME))
+    """Every ``record.json`` under ``root``, following symlinked folders (run folders on another file
+    system linked into the output root); a folder reached twice (a link cycle) is read once."""
+    found, seen = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        try:
+            st = os.stat(folder)
+        except OSError:
+            dirs[:] = []
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        if RECORD_FILENAME in files:
+            found.append(Path(folder) / RECORD_FILENAME)
+    return sorted(found)

@@ -275,6 +275,7 @@ def test_sigterm_stops_without_requeueing() -> None:
     prev_term = signal.getsignal(signal.SIGTERM)
     try:
         preempt.install_handler()
+        preempt.enter_step_loop()  # outside the step loop TERM ends at once (tests/test_stop_signals.py)
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(0.05)
         with pytest.raises(preempt.Stopped) as e:

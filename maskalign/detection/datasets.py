@@ -12,13 +12,15 @@ real COCO alike:
 
 Either way the folder holds ``train2017/``, ``val2017/`` and ``annotations/instances_{train,val}2017.json``.
 The category list (and so ``num_classes``) comes from the annotation file. An annotation file that
-names an image missing on disk fails before training with one line naming both; the dataset dicts
+names an image missing on disk, or holds a malformed box, polygon or category, fails before training
+with one line naming the file and the entry; the dataset dicts
 are loaded once per process and reused by the loaders.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,8 +97,43 @@ def _load_split(src: CocoSource, split: str, name: str) -> list[dict[str, Any]]:
             raise DatasetError(
                 f"{ann}: image id {d['image_id']} refers to {d['file_name']}, which does not exist"
             )
+        for j, obj in enumerate(d.get("annotations", [])):
+            problem = _annotation_problem(obj)
+            if problem:
+                raise DatasetError(f"{ann}: image id {d['image_id']}, annotation {j}: {problem}")
     _CACHE[name] = dicts
     return dicts
+
+
+def _finite_numbers(values: Any) -> bool:
+    return isinstance(values, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+
+
+def _annotation_problem(obj: dict[str, Any]) -> str | None:
+    """What is wrong with one instance annotation (as detectron2's reader returns it), else ``None``.
+
+    Checked before training: a malformed box or polygon otherwise fails inside a data-loader worker
+    at iteration 0, as a long traceback naming neither the file nor the entry.
+    """
+    box = obj.get("bbox")
+    if not _finite_numbers(box) or len(box) != 4 or box[2] < 0 or box[3] < 0:
+        return f"bbox {box!r} is not [x, y, width, height] of finite numbers with width, height >= 0"
+    seg = obj.get("segmentation")
+    if seg is not None:
+        if isinstance(seg, dict):
+            if not {"counts", "size"} <= set(seg):
+                return f"segmentation is an RLE without 'counts' and 'size' (keys {sorted(seg)})"
+        elif isinstance(seg, list):
+            for k, poly in enumerate(seg):
+                if not _finite_numbers(poly) or len(poly) < 6 or len(poly) % 2:
+                    return (f"segmentation polygon {k} is not a list of an even number (>= 6) of finite "
+                            f"coordinates")
+        else:
+            return f"segmentation is a {type(seg).__name__}, neither polygons (a list) nor an RLE (an object)"
+    if not isinstance(obj.get("category_id"), int):
+        return f"category_id {obj.get('category_id')!r} is not one of the file's categories"
+    return None
 
 
 def register(src: CocoSource) -> dict[str, Any]:

@@ -9,7 +9,7 @@ first, so bad input fails in a second, with one line, before detectron2 builds a
 3. write the encoder in detectron2's keys to ``<out>/pretrained_d2.pth`` (``<out>`` =
    ``spec.folder``; :mod:`.convert`) and point ``train.init_checkpoint`` at it;
 4. train with detectron2's ``SimpleTrainer`` (``AMPTrainer`` when ``train.amp.enabled`` on a GPU),
-   DDP across processes, a ``DetectionCheckpointer`` in ``<out>`` (model, optimizer, scheduler,
+   DDP across processes, a weights-only ``DetectionCheckpointer`` in ``<out>`` (model, optimizer, scheduler,
    iteration) written every ``train.checkpointer.period`` iterations and at the end;
 5. evaluate box and mask AP on the test split, write ``<out>/record.json`` for the tables.
 
@@ -116,7 +116,6 @@ def run_job(ctx: RunContext) -> dict[str, Any]:
     from maskalign.detection._compat import import_detectron2
 
     import_detectron2()  # first: it quiets detectron2's import-time warnings and supplies pkg_resources
-    from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.config import LazyConfig, instantiate
     from detectron2.engine import AMPTrainer, SimpleTrainer, create_ddp_model, hooks
     from detectron2.utils import comm
@@ -125,6 +124,7 @@ def run_job(ctx: RunContext) -> dict[str, Any]:
     from detectron2.utils.logger import setup_logger
 
     from maskalign.detection import configs
+    from maskalign.detection.checkpointer import SafeDetectionCheckpointer as DetectionCheckpointer
     from maskalign.detection.convert import write_detectron2_checkpoint
     from maskalign.detection.evaluate import evaluate
     from maskalign.detection.timm_backbone import detectron2_state

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from torch import nn
 
 from maskalign.encoders.report import LoadingReport, describe_keys
 from maskalign.encoders.spec import EncoderError
+from maskalign.safe_load import load_weights
 
 _CONTAINERS = ("model", "state_dict", "module", "model_ema", "state_dict_ema")
 
@@ -49,28 +49,13 @@ _DROP_CLIP = (
 
 
 def read_checkpoint(path: Path) -> Any:
-    """The file's object: ``torch.load(weights_only=True)``, or a TorchScript archive's state dict
-    (OpenAI's official CLIP files are TorchScript)."""
-    if not path.is_file():
-        raise EncoderError(f"{path}: checkpoint not found")
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:
-            if "argparse.Namespace" not in str(e):
-                raise
-            # MAE-family training files (MaskAlign's official release too) pickle their argparse
-            # arguments; a Namespace only holds plain values, so it is allowed and nothing else.
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 -- torch raises many types for truncated or foreign pickles
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as z:
-                scripted = any(n.endswith("constants.pkl") for n in z.namelist())
-            if scripted:
-                return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
-        raise EncoderError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+    """The file's object, tensors and plain values only (:func:`maskalign.safe_load.load_weights`).
+
+    MAE-family training files (MaskAlign's official release too) pickle their argparse arguments; a
+    Namespace only holds plain values, so it is allowed and nothing else. TorchScript archives (OpenAI's
+    original CLIP files) and pickles are refused: they run code when opened.
+    """
+    return load_weights(path, allowed=[argparse.Namespace], error=EncoderError)
 
 
 def unwrap(obj: Any, source: str, report: LoadingReport) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

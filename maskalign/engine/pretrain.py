@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +37,16 @@ from maskalign.metric_names import Metric
 from maskalign.monitor import TrainMonitor
 from maskalign.objectives import Objective, build_objective
 from maskalign.records import Record, checkpoint_ref, now_iso, write_record
-from maskalign.runfolder.faults import fault_point
-from maskalign.runfolder.preempt import Stopped, install_handler, request_stop, stop_now, stop_requested
+from maskalign.runfolder.faults import fault_at_start, fault_point, poisoned
+from maskalign.runfolder.preempt import (
+    Stopped,
+    enter_step_loop,
+    install_handler,
+    leave_step_loop,
+    request_stop,
+    stop_now,
+    stop_requested,
+)
 from maskalign.runfolder.slurm_env import current_job_id
 from maskalign.tasks.spec import run_folder
 
@@ -100,11 +109,20 @@ def train(cfg: Any, dist_info: DistInfo | None = None, stop_flag: Any = None) ->
             print(f"[pretrain] {cfg.name} has finished already; nothing to do. Record: {done['record']}, "
                   f"encoder: {done['encoder']} (runtime.restart=true starts over, keeping these aside)", flush=True)
         return done
-    run = open_run(cfg, out, info.is_main)
+    # From here a TERM or INT ends the process at once (outside the step loop), releasing the lock.
     restore_signals = install_handler()
     try:
+        run = open_run(cfg, out, info.is_main)
+    except BaseException:
+        restore_signals()
+        raise
+    try:
         return _train(cfg, info, run, stop_flag)
-    except Stopped:  # reported by _stop_mid_epoch, before submitit may exit from under it
+    except Stopped as e:  # a loop stop is reported by _stop_mid_epoch, before submitit may exit from under it
+        if e.immediate:
+            if info.is_main:
+                print(f"[pretrain] {e.message}", file=sys.stderr, flush=True)
+            run.event("stopped", signal=signal.Signals(e.signum).name, detail="outside the step loop")
         raise
     except OSError as e:  # what no writer turned into a PathError already
         err = PathError.from_os_error(e)
@@ -125,6 +143,8 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
     for note in run.notes:
         print(f"[pretrain] {note}", flush=True)
     seed_everything(cfg.seed + info.rank)
+    if info.is_main:
+        fault_at_start()  # tests only: a stop before the teacher, the data set and the loop
     if cfg.data.dataset == "imagenet" and cfg.data.root:
         # Fail on a wrong data path before a teacher is downloaded or trained.
         from maskalign.data.imagenet import check_split_dir
@@ -194,6 +214,7 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
     total_iters = cfg.optim.epochs * iters
     last_loss = history[-1]["loss"] if history else float("nan")
     epochs_done = start_epoch
+    enter_step_loop()  # a TERM or INT now only asks for a checkpoint at the next iteration boundary
     for epoch in range(start_epoch, cfg.optim.epochs):
         skip = start_iter if epoch == start_epoch else 0
         sampler.set_epoch(epoch, skip * per_proc)
@@ -217,6 +238,11 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
                 images = images.to(info.device, non_blocking=True)
             with autocast(info.device, cfg.runtime.amp):
                 result = model(images)
+            if poisoned(epoch, it):  # tests only: a diverging step
+                result.loss = result.loss * float("nan")
+            # Every step, before anything is updated: the first non-finite loss ends the run with
+            # the last checkpoint as it is (one host sync; the loss is read for the log anyway).
+            _check_loss(result.loss, info, step, epoch, it, iters, out, bar)
             (result.loss / cfg.optim.accum_iter).backward()
             boundary = (it + 1) % cfg.optim.accum_iter == 0
             if boundary:
@@ -248,7 +274,7 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
                 _stop_mid_epoch(run, info, _state(objective, optimizer, epoch, step, cfg, history, it + 1,
                                                   {"loss_sum": loss_sum.cpu(), "n_seen": n_seen,
                                                    "metric_sums": {k: v.cpu() for k, v in metric_sums.items()}}),
-                                epoch, it + 1, iters)
+                                epoch, it + 1, iters, objective, optimizer)
         if bar is not None:
             bar.close()
         mean_loss = all_reduce_mean(loss_sum / max(n_seen, 1)).item()
@@ -265,6 +291,8 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
         done = epoch + 1
         epochs_done = done
         finished = done == cfg.optim.epochs or (max_steps is not None and step >= max_steps)
+        if done % cfg.runtime.save_every == 0 or finished:
+            _check_finite(objective, optimizer, info, out / "checkpoint.pth")
         if info.is_main:
             if done % cfg.runtime.save_every == 0 or finished:
                 keep = done if cfg.runtime.keep_every and done % cfg.runtime.keep_every == 0 else None
@@ -282,8 +310,9 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
         if _stop_agreed(info):  # a signal during the epoch's last iteration: stop at its end
             saved = done % cfg.runtime.save_every == 0
             _stop_mid_epoch(run, info, None if saved else _state(objective, optimizer, done, step, cfg, history),
-                            done, 0, iters)
+                            done, 0, iters, objective, optimizer)
 
+    leave_step_loop()
     mon.close()
     summary: dict[str, Any] = {"out_dir": str(out), "final_loss": last_loss, "epochs_done": epochs_done}
     if info.is_main:
@@ -301,6 +330,36 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
     return summary
 
 
+def _check_loss(loss: torch.Tensor, info: DistInfo, step: int, epoch: int, it: int, iters: int, out: Path,
+                bar: Any) -> None:
+    """Raise (on every rank together) when any rank's loss is not finite."""
+    bad = torch.tensor([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0], device=info.device)
+    if info.world_size > 1:
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    if bad.item() > 0:
+        if bar is not None:
+            bar.close()  # the error line starts a line of its own
+        value = loss.detach().float().item()
+        raise FloatingPointError(f"[pretrain] loss became {value} at step {step + 1} (epoch {epoch + 1}, iteration "
+                                 f"{it + 1}/{iters}); nothing of this step was written, the last checkpoint in {out} "
+                                 f"is kept; lower optim.blr or enable optim.clip_grad")
+
+
+def _check_finite(objective: Objective, optimizer: torch.optim.Optimizer, info: DistInfo, path: Path) -> None:
+    """Refuse (on every rank together) to write a checkpoint holding a non-finite weight or optimizer value."""
+    tensors = [("model." + k, v) for k, v in objective.state_dict_to_save().items()]
+    tensors += [(f"optimizer.state.{i}.{k}", v) for i, st in optimizer.state_dict()["state"].items()
+                for k, v in st.items()]
+    bad = next((k for k, t in tensors if isinstance(t, torch.Tensor) and t.is_floating_point()
+                and not bool(torch.isfinite(t).all())), None)
+    flag = torch.tensor([0.0 if bad is None else 1.0], device=info.device)
+    if info.world_size > 1:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    if flag.item() > 0:
+        raise FloatingPointError(f"[pretrain] {bad or 'a weight on another rank'} is not finite; {path} not written "
+                                 f"(the last checkpoint is kept); lower optim.blr or enable optim.clip_grad")
+
+
 def _stop_agreed(info: DistInfo) -> bool:
     """Whether a stop was requested in any process (all processes must stop at the same iteration)."""
     flag = stop_requested() is not None
@@ -314,8 +373,10 @@ def _stop_agreed(info: DistInfo) -> bool:
 
 
 def _stop_mid_epoch(run: RunFolder, info: DistInfo, state: dict[str, Any] | None, epoch: int, it: int,
-                    iters: int) -> None:
+                    iters: int, objective: Objective, optimizer: torch.optim.Optimizer) -> None:
     """Write the stop checkpoint (``state=None``: the epoch-end one is already written), then leave."""
+    if state is not None:
+        _check_finite(objective, optimizer, info, run.out / "checkpoint.pth")
     if info.is_main and state is not None:
         save_training_checkpoint(run.out, state)
     barrier()

@@ -6,8 +6,10 @@ What happens, in order, before the engine builds anything:
    this config is left alone: nothing is written, the caller prints where the results are.
 2. ``open_run`` (main process): take the folder's lock (``run.lock``), remove temp files of killed
    writes, set the previous outputs aside on ``runtime.restart=true`` (renamed
-   ``replaced-<time>.<name>``, never deleted), read the newest checkpoint and refuse one written
-   under another config, *then* write ``config.yaml``, and append ``started`` to ``status.jsonl``.
+   ``replaced-<time>.<name>``, never deleted; nothing needs to be readable for that), read the newest
+   readable checkpoint (an unreadable newer one is kept aside as ``unreadable-<time>.<name>``, with a
+   note) and refuse one written under another config, *then* write ``config.yaml``, and append
+   ``started`` to ``status.jsonl``.
 3. ``RunFolder.log_history``: ``log.jsonl`` is rewritten from the checkpoint's own list of epoch
    log entries, so a crash between checkpoint and log line loses no line and a crash after a log
    line but before its checkpoint leaves no line of an epoch that will be run again.
@@ -20,15 +22,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from maskalign.atomic import atomic_write_text, remove_stale_temps
-from maskalign.checkpoint import CheckpointError, latest_checkpoint, load_file
+from maskalign.checkpoint import CHECKPOINT, CheckpointError, latest_checkpoint, load_file
 from maskalign.config import save_config, to_plain
-from maskalign.records import RECORD_FILENAME
+from maskalign.records import RECORD_FILENAME, RecordError, read_record
 from maskalign.runfolder.history import record_event
 from maskalign.runfolder.lock import RunLock
 from maskalign.runfolder.slurm_env import current_job_id
@@ -78,17 +81,56 @@ def complete(ckpt: dict[str, Any], cfg: Any) -> bool:
     return int(ckpt["epoch"]) >= int(cfg.optim.epochs) or (max_steps is not None and int(ckpt["step"]) >= max_steps)
 
 
+def _checkpoints_newest_first(out: Path) -> list[Path]:
+    numbered = sorted(((int(m.group(1)), p) for p in out.glob("checkpoint-*.pth")
+                       if (m := re.fullmatch(r"checkpoint-(\d+)\.pth", p.name))), reverse=True)
+    first = [out / CHECKPOINT] if (out / CHECKPOINT).is_file() else []
+    return first + [p for _, p in numbered]
+
+
+def newest_readable(out: Path, notes: list[str]) -> tuple[Path | None, dict[str, Any] | None]:
+    """The newest checkpoint that loads, and its contents; ``(None, None)`` when there is none.
+
+    An unreadable newer one (truncated, foreign) is renamed ``unreadable-<time>.<name>`` (kept, out of
+    every glob that reads checkpoints) with a note; when none is readable, one line says so.
+    """
+    candidates = _checkpoints_newest_first(out)
+    failures: list[tuple[Path, str]] = []
+    for path in candidates:
+        try:
+            ckpt = load_file(path)
+        except CheckpointError as e:
+            failures.append((path, str(e)))
+            continue
+        if not isinstance(ckpt, dict) or not {"model", "epoch", "step"} <= set(ckpt):
+            failures.append((path, f"{path}: not a pre-training checkpoint of this project"))
+            continue
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for bad, why in failures:
+            aside = bad.with_name(f"unreadable-{stamp}.{bad.name}")
+            os.replace(bad, aside)
+            notes.append(f"{why}; kept as {aside.name}, resuming from the newest readable checkpoint, {path.name}")
+        return path, ckpt
+    if failures:
+        raise CheckpointError(f"{failures[0][1]}; no readable checkpoint in {out}: start over with "
+                              f"runtime.restart=true (the old outputs are kept aside)")
+    return None, None
+
+
 def finished_summary(cfg: Any, out: Path) -> dict[str, Any] | None:
     """The summary of a finished run of exactly this config, read without writing anything; else ``None``."""
     if getattr(cfg.runtime, "restart", False) or not (out / RECORD_FILENAME).is_file():
         return None
     try:
-        record = json.loads((out / RECORD_FILENAME).read_text())
-    except (OSError, ValueError):
-        return None
+        record = asdict(read_record(out / RECORD_FILENAME))
+    except RecordError:
+        return None  # not a record this run can stand behind: the run goes on and writes a good one
     ckpt_path = latest_checkpoint(out)
     if ckpt_path is not None:
-        ckpt = load_file(ckpt_path)
+        try:
+            ckpt = load_file(ckpt_path)
+        except CheckpointError:
+            return None  # open_run falls back to a readable one, or says that none is
         check_same_config(ckpt_path, ckpt.get("config") or {}, cfg)
         if not complete(ckpt, cfg):
             return None
@@ -153,15 +195,25 @@ def open_run(cfg: Any, out: Path, is_main: bool) -> RunFolder:
             run.notes.append(run.lock.note)
         if removed := remove_stale_temps(out):
             run.notes.append(f"removed {len(removed)} temporary file(s) of an interrupted write")
-        ckpt_path = latest_checkpoint(out)
-        ckpt = load_file(ckpt_path) if ckpt_path is not None else None
         if getattr(cfg.runtime, "restart", False):
+            # Nothing needs to be readable: only a requeued start of the same SLURM job reads the
+            # newest checkpoint, to resume its own progress instead of restarting again.
             job = current_job_id()
-            own = ckpt is not None and job is not None and ckpt.get("owner_job") == job
-            if not own and (moved := set_aside(out)):
-                run.notes.append(f"runtime.restart=true: kept the previous outputs aside as "
-                                 f"{moved[0].name.split('.', 1)[0]}.* ({len(moved)} files)")
+            ckpt_path, ckpt = None, None
+            if job is not None and latest_checkpoint(out) is not None:
+                try:
+                    ckpt_path = latest_checkpoint(out)
+                    ckpt = load_file(ckpt_path)
+                except CheckpointError:
+                    ckpt_path, ckpt = None, None
+            own = isinstance(ckpt, dict) and ckpt.get("owner_job") == job
+            if not own:
                 ckpt_path = ckpt = None
+                if moved := set_aside(out):
+                    run.notes.append(f"runtime.restart=true: kept the previous outputs aside as "
+                                     f"{moved[0].name.split('.', 1)[0]}.* ({len(moved)} files)")
+        else:
+            ckpt_path, ckpt = newest_readable(out, run.notes)
         if ckpt is not None:
             check_same_config(ckpt_path, ckpt.get("config") or {}, cfg)
         run.ckpt_path, run.ckpt = ckpt_path, ckpt

@@ -5,8 +5,15 @@ requeue or cancellation (SIGTERM, then SIGKILL after the cluster's ``KillWait``)
 inside a signal handler, as submitit's own handler does, interrupts the training step at an
 arbitrary bytecode and lets the DataLoader workers die in mid-batch. Instead:
 
-* ``install_handler()`` (called by the training loop) replaces the USR2 and TERM handlers of the
-  main process by one that records the signal, and keeps the previous ones (submitit's);
+* ``install_handler()`` (called when a pre-training job starts) replaces the USR2, TERM and INT
+  handlers of the main process, and keeps the previous ones (submitit's). Outside the step loop
+  (building the data set, the teacher, the demo world; exporting at the end) TERM and INT end the
+  process at once: the handler raises ``Stopped`` (exit status 128 + signal), so ``finally``
+  blocks release the run folder's lock. Between ``enter_step_loop()`` and ``leave_step_loop()`` a signal only records
+  itself; USR2 always only records itself. A second signal always ends the process at once;
+* a child process never acts on these handlers: a ``fork`` hook puts the default actions back in
+  every forked child (a DataLoader worker, a ``multiprocessing`` worker), so a child ends on TERM
+  as it would without this module, and a pool's ``terminate()`` ends its workers;
 * the loop calls ``stop_requested()`` at every iteration boundary, writes a mid-epoch checkpoint
   and then calls ``stop_now()``: after USR2 inside a submitit job it runs submitit's own handler,
   which pickles the task again, requeues the job (same id) and exits; otherwise (TERM, or a run
@@ -24,21 +31,58 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
-_state: dict[str, Any] = {"signal": None, "owner": None, "saved": {}}
+SIGNALS = (signal.SIGUSR2, signal.SIGTERM, signal.SIGINT)
+_state: dict[str, Any] = {"signal": None, "owner": None, "saved": {}, "in_loop": False}
 
 
 class Stopped(SystemExit):
-    """Raised after the checkpoint of a stop request (exit status 128 + the signal's number)."""
+    """Raised after the checkpoint of a stop request (exit status 128 + the signal's number), or by
+    the handler itself when a signal ends the process at once (``immediate``: nothing was written)."""
 
-    def __init__(self, signum: int, message: str) -> None:
+    def __init__(self, signum: int, message: str, immediate: bool = False) -> None:
         super().__init__(128 + signum)
-        self.signum, self.message = signum, message
+        self.signum, self.message, self.immediate = signum, message, immediate
 
 
 def _on_signal(signum: int, frame: Any) -> None:
-    if os.getpid() == _state["owner"] and _state["signal"] is None:
-        _state["signal"] = signum
+    if os.getpid() != _state["owner"]:  # a child forked before the at-fork hook could run: act as if uncaught
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    name = signal.Signals(signum).name
+    if _state["signal"] is not None:
+        raise Stopped(signum, f"stopped by a second signal ({name}); the last checkpoint is kept", immediate=True)
+    if not _state["in_loop"] and signum != signal.SIGUSR2:
+        raise Stopped(signum, f"stopped by {name} before or after the training steps; "
+                              "the last checkpoint is kept", immediate=True)
+    _state["signal"] = signum
+
+
+def _reset_in_child() -> None:
+    """After ``fork``: the child gets the operating system's default actions, none of the job's
+    handlers (neither this module's nor submitit's, which would requeue the job from a child)."""
+    if _state["owner"] is None or _state["owner"] == os.getpid():
+        return
+    saved, _state["saved"] = _state["saved"], {}
+    _state.update(signal=None, owner=None, in_loop=False)
+    for s in saved:
+        try:
+            signal.signal(s, signal.SIG_DFL)
+        except (ValueError, OSError):
+            pass
+
+
+os.register_at_fork(after_in_child=_reset_in_child)
+
+
+def enter_step_loop() -> None:
+    """From here on TERM and INT only set the stop flag (the loop checkpoints at the next boundary)."""
+    _state["in_loop"] = True
+
+
+def leave_step_loop() -> None:
+    """From here on TERM and INT end the process at once again."""
+    _state["in_loop"] = False
 
 
 def install_handler() -> Callable[[], None]:
@@ -48,7 +92,7 @@ def install_handler() -> Callable[[], None]:
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    _state.update(signal=None, owner=os.getpid(), saved={s: signal.getsignal(s) for s in SIGNALS})
+    _state.update(signal=None, owner=os.getpid(), in_loop=False, saved={s: signal.getsignal(s) for s in SIGNALS})
     for s in SIGNALS:
         signal.signal(s, _on_signal)
     return restore
@@ -57,6 +101,7 @@ def install_handler() -> Callable[[], None]:
 def restore() -> None:
     """Put back the handlers ``install_handler`` replaced (idempotent)."""
     saved, _state["saved"] = _state["saved"], {}
+    _state["in_loop"] = False
     for s, handler in saved.items():
         try:
             signal.signal(s, handler if handler is not None else signal.SIG_DFL)
@@ -88,6 +133,7 @@ def stop_now(message: str) -> None:
 
 
 def quiet_worker(worker_id: int) -> None:
-    """``worker_init_fn`` of the training DataLoader: workers leave stop signals to the main process."""
+    """``worker_init_fn`` of the training DataLoader: workers leave stop signals to the main process
+    (which shuts them down; SIGKILL and the DataLoader's own watchdog still end them)."""
     for s in SIGNALS:
         signal.signal(s, signal.SIG_IGN)

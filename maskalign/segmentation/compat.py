@@ -8,9 +8,10 @@
   mmengine checkpoint (``iter_N.pth``) holds, besides tensors, the message hub's
   ``HistoryBuffer`` objects with NumPy arrays and scalars, so resuming and ``--eval-only`` fail
   with an ``UnpicklingError``. :func:`install_checkpoint_loader` replaces mmengine's loader for
-  local files with one that still loads ``weights_only=True`` but allows exactly those types
-  (and ``getattr``, with which ``HistoryBuffer`` pickles its statistics methods). The
-  weights-only unpickler calls nothing outside that list, so a checkpoint still cannot run code.
+  local files with :func:`maskalign.safe_load.load_weights` allowing exactly those types.
+  ``HistoryBuffer`` pickles its statistics methods as ``getattr(HistoryBuffer, "mean")``; the builtin
+  ``getattr`` reaches any attribute of anything, so it is not allowed: the name is bound to
+  :func:`_statistics_method`, which returns only a ``HistoryBuffer``'s own statistics methods.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def checkpoint_safe_globals() -> list:
         from numpy._core import multiarray
     except ImportError:  # NumPy 1.x
         from numpy.core import multiarray  # type: ignore[no-redef]
-    allowed = [HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar, getattr]
+    allowed = [HistoryBuffer, np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar,
+               (_statistics_method, "builtins.getattr")]
     # NumPy >= 1.25 pickles a dtype through its class (numpy.dtypes.Float64DType, ...).
     dtypes = getattr(np, "dtypes", None)
     if dtypes is not None:
@@ -72,25 +74,42 @@ def checkpoint_safe_globals() -> list:
     return allowed
 
 
+def _statistics_method(owner, name: str):
+    """``getattr`` as a ``HistoryBuffer`` pickle uses it: one of the class's statistics methods, nothing else."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    if owner is not HistoryBuffer or name not in ("min", "max", "mean", "current") + tuple(
+            HistoryBuffer._statistics_methods):
+        raise CheckpointLoadError(f"checkpoint asks for attribute {name!r} of {owner!r}, refused")
+    return getattr(owner, name)
+
+
 class CheckpointLoadError(UserError):
     """A model checkpoint that mmengine cannot (or may not) load."""
 
 
 def load_from_local_weights_only(filename: str, map_location=None):
-    """mmengine's local checkpoint loader, ``weights_only=True`` with the allowlist above."""
-    import pickle
+    """mmengine's local checkpoint loader: :func:`maskalign.safe_load.load_weights` with the allowlist above."""
+    from maskalign.safe_load import load_weights
 
+    obj = load_weights(osp.expanduser(filename), allowed=checkpoint_safe_globals(), error=CheckpointLoadError)
+    if map_location not in (None, "cpu"):
+        import torch
+
+        obj = _to_device(obj, torch.device(map_location) if isinstance(map_location, str) else map_location)
+    return obj
+
+
+def _to_device(obj, device):
     import torch
 
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise CheckpointLoadError(f"{filename}: checkpoint not found")
-    try:
-        with torch.serialization.safe_globals(checkpoint_safe_globals()):
-            return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = (str(e).strip().splitlines() or ["unpickling error"])[0]
-        raise CheckpointLoadError(f"{filename}: not a plain mmengine checkpoint ({first[:200]})") from None
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return type(obj)((k, _to_device(v, device)) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_device(v, device) for v in obj)
+    return obj
 
 
 def install_checkpoint_loader() -> None:

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from maskalign.errors import UserError
 from maskalign.records import Record, checkpoint_ref, now_iso, write_record
 
 if TYPE_CHECKING:
@@ -127,13 +128,24 @@ class RunContext:
     # -- the record ------------------------------------------------------------------------------
     def write_record(self, metrics: dict[str, float], checkpoint: str | Path | None = None) -> Path:
         """``record.json`` of this run: the task's metrics beside its source's metadata (rank 0 only)."""
+        return write_record(self.folder, self._record(metrics, checkpoint))
+
+    def check_record(self) -> None:
+        """Build the record the run will write, without metrics, so that source metadata a record
+        cannot hold fails before the job runs, not after (one line naming the source)."""
+        try:
+            self._record({}, None)
+        except ValueError as e:
+            raise UserError(f"{self.spec.ckpt}: its pre-training metadata does not fit a record ({e})") from None
+
+    def _record(self, metrics: dict[str, float], checkpoint: str | Path | None) -> Record:
         from maskalign.config import to_plain
 
         meta, ref, encoder = self.task.source_record(self)
         meta = {**meta, **self.record_meta}
         config = {**(to_plain(self.config) if self.config is not None else {}), "ckpt": str(self.spec.ckpt),
                   **self.record_config, "encoder": encoder}
-        return write_record(self.folder, Record(
+        return Record(
             run_id=f"{self.task.name}/{self.name}", task=self.task.name, method=meta.get("method", "unknown"),
             backbone=meta.get("backbone", "unknown"), supervision=meta.get("supervision", "unknown"),
             forward_ratio=meta.get("forward_ratio"), reconstruct_ratio=meta.get("reconstruct_ratio"),
@@ -141,7 +153,7 @@ class RunContext:
             metrics={str(k): float(v) for k, v in metrics.items()},
             checkpoint=checkpoint_ref(checkpoint) if checkpoint else None,
             source_checkpoint=ref, config=config, start_time=self.start_time,
-            wall_time_s=time.time() - self._t0))
+            wall_time_s=time.time() - self._t0)
 
     def __repr__(self) -> str:
         return f"RunContext({self.task.name}/{self.name})"

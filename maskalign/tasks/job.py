@@ -92,6 +92,8 @@ class TaskJob(Checkpointable):
         ctx = RunContext(task, spec)
         try:
             task.open_folder(ctx)
+            if task.consumes is not None:
+                ctx.check_record()
             result = dict(task.run(ctx) or {})
             record = spec.folder / RECORD_FILENAME
             if ctx.is_main and "metrics" in result and "record" not in result:

@@ -168,9 +168,11 @@ def _load_builtins() -> None:
 
 
 def registered_tasks() -> dict[str, Task]:
-    """Every registered task by name, the built-in ones first."""
+    """Every registered task by name: the built-in ones first (in :data:`BUILTIN_ORDER`, whatever was
+    imported first), then plug-ins' and others' in registration order."""
     _load_builtins()
-    return dict(_REGISTRY)
+    order = {m: i for i, m in enumerate(builtin_modules())}
+    return dict(sorted(_REGISTRY.items(), key=lambda item: order.get(item[1].module, len(order))))
 
 
 def get_task(name: str, module: str | None = None) -> Task:

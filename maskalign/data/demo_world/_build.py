@@ -159,18 +159,41 @@ def _worker_count(n_tasks: int) -> int:
     return max(1, min(cores, 8))
 
 
+def _build_timeout() -> float:
+    return float(os.environ.get("MASKALIGN_DEMO_TIMEOUT", "3600"))
+
+
+class DemoBuildTimeout(RuntimeError):
+    """The demo world's workers did not finish in ``MASKALIGN_DEMO_TIMEOUT`` seconds."""
+
+
 def parallel_map(fn: Callable[[T], R], tasks: Sequence[T]) -> list[R]:
     """``[fn(t) for t in tasks]``, in order, over worker processes when that pays off.
 
     Every task seeds its own generator, so the result does not depend on the number of workers.
-    Workers are forked: they need only numpy and PIL, never torch's thread pools.
+    Workers start from a fresh interpreter (``forkserver``), never forked from a job whose torch
+    has started threads and whose signal handlers only set a flag: they keep the default actions,
+    so ``terminate()`` (on leaving the ``with``, after an error or a stop signal) ends them. The
+    wait for them is bounded by ``MASKALIGN_DEMO_TIMEOUT`` seconds (default an hour).
     """
     workers = _worker_count(len(tasks))
     if workers <= 1:
         return [fn(t) for t in tasks]
-    ctx = multiprocessing.get_context("fork")
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        # Workers import what the task names; never the job's own script again (a script without
+        # a __main__ guard would start the whole job once more in the server).
+        ctx.set_forkserver_preload([])
+    else:
+        ctx = multiprocessing.get_context("spawn")
+    timeout = _build_timeout()
     with ctx.Pool(workers) as pool:
-        return pool.map(fn, tasks, chunksize=max(1, len(tasks) // (workers * 8)))
+        pending = pool.map_async(fn, tasks, chunksize=max(1, len(tasks) // (workers * 8)))
+        try:
+            return pending.get(timeout=timeout)
+        except multiprocessing.TimeoutError:
+            raise DemoBuildTimeout(f"building the demo world: {workers} workers did not finish {len(tasks)} tasks "
+                                   f"in {timeout:.0f} s (MASKALIGN_DEMO_TIMEOUT)") from None
 
 
 def save_jpeg(array: np.ndarray, path: Path) -> None:
