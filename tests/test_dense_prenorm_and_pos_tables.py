@@ -122,3 +122,27 @@ def test_deit3_table_in_the_dense_jobs_state(tmp_path: Path) -> None:
     prefix = 0 if ref.no_embed_class else ref.num_prefix_tokens
     expected = _timm_resampled(ref.pos_embed.detach(), 32 // 8, prefix=prefix)  # 8 x 8 -> 4 x 4
     torch.testing.assert_close(state[PREFIX + "pos_embed"], expected, atol=1e-6, rtol=1e-6)
+
+
+def test_mmseg_wrapper_gives_the_out_indices_maps_of_open_clip(clip_file) -> None:
+    """ADE20K's timm-family backbone: the neck gets block 0 and the last block (after ``ln_post``)."""
+    from ade20k_helpers import require_mmseg
+
+    require_mmseg()
+    from maskalign.segmentation.mmseg_import import import_mmseg
+
+    import_mmseg()
+    from maskalign.segmentation.timm_backbone import MaskalignTimmViT
+    from maskalign.transfer.source import load_pretrained
+
+    path, ref = clip_file
+    src = load_pretrained(f"{path}#num_heads=2")
+    bb = MaskalignTimmViT(src.arch, img_size=32, out_indices=[0, 1])
+    bb._dense.model.load_state_dict(src.loaded.build(32)[0].state_dict())
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        maps = bb.eval()(x)
+        first, last = _open_clip_maps(ref.visual, x)
+    assert len(maps) == 2
+    torch.testing.assert_close(maps[0], first, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(maps[1], last, atol=1e-5, rtol=1e-5)
