@@ -118,3 +118,67 @@ def test_eval_resize_truncates_like_mae(size: int, crop: float, resized: int) ->
     t = eval_transform(size, crop)
     assert t.transforms[0].size == resized
     assert t.transforms[1].size == (size, size)
+
+
+def test_optimizer_is_adamw_with_the_papers_lr_and_layer_decay(built: dict) -> None:
+    """AdamW, lr = blr * batch / 256 (3e-4 * 8 / 256), per-tensor scale 0.6^(depth + 1 - layer), wd 0.05 on 2-D."""
+    opt, model = built["optimizer"], built["model"]
+    assert isinstance(opt, torch.optim.AdamW)
+    assert opt.defaults["lr"] == pytest.approx(3e-4 * 8 / 256) and tuple(opt.defaults["betas"]) == (0.9, 0.999)
+    depth = ARCH["depth"]
+    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        g = group_of[id(p)]
+        if name.startswith(("cls_token", "pos_embed", "patch_embed")):
+            layer = 0
+        elif name.startswith("blocks."):
+            layer = int(name.split(".")[1]) + 1
+        else:
+            layer = depth + 1
+        assert g["lr_scale"] == pytest.approx(0.6 ** (depth + 1 - layer)), name
+        no_wd = p.ndim == 1 or name in ("cls_token", "pos_embed")
+        assert g["weight_decay"] == (0.0 if no_wd else 0.05), name
+    # global pooling: a fresh fc_norm and a head at trunc_normal(std=2e-5)
+    assert isinstance(model.fc_norm, torch.nn.LayerNorm) and model.head.weight.abs().max() < 1e-4
+
+
+def test_linear_probe_builds_mae_lars_and_a_frozen_encoder(tmp_path: Path, demo_imagenet: Path) -> None:
+    """``maskalign_vitb16`` probe: LARS (momentum 0.9, wd 0, trust 1e-3) at 0.025 * batch / 256,
+    only BatchNorm(affine=False) + Linear trainable, plain cross-entropy."""
+    from maskalign.transfer import linprobe
+    from maskalign.transfer.lars import LARS
+
+    torch.manual_seed(0)
+    model = build_classifier(ARCH, 0, kind="finetune", global_pool="token")
+    enc = export_encoder(tmp_path / "enc", {k: v for k, v in model.state_dict().items() if not k.startswith("head")},
+                         {"arch": ARCH, "method": "mae", "run": "tiny", "pt_epochs": 1})
+    mini = mini_imagenet(demo_imagenet, tmp_path / "imagenet", train=2, val=1)
+    cfg = load_config("maskalign_vitb16", [f"output_dir={tmp_path / 'out'}", f"data.root={mini}", "name=probe",
+                                           "data.num_workers=0", "model.img_size=32", "optim.total_batch_size=8",
+                                           "runtime.device=cpu"], config_dir("linprobe"))
+    seen: dict = {}
+
+    def catch(model, optimizer, criterion, *args, **kwargs):
+        seen.update(model=model, optimizer=optimizer, criterion=criterion)
+        raise _Caught
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(linprobe, "fit", catch)
+    try:
+        with pytest.raises(_Caught):
+            linprobe.run(OmegaConf.create(OmegaConf.to_container(cfg)), enc)
+    finally:
+        mp.undo()
+    opt = seen["optimizer"]
+    assert isinstance(opt, LARS)
+    assert opt.defaults["lr"] == pytest.approx(0.025 * 8 / 256)
+    assert (opt.defaults["momentum"], opt.defaults["weight_decay"], opt.defaults["trust_coefficient"]) == \
+        (0.9, 0.0, 0.001)
+    trainable = {n for n, p in seen["model"].named_parameters() if p.requires_grad}
+    assert trainable == {"head.1.weight", "head.1.bias"}
+    assert {id(p) for g in opt.param_groups for p in g["params"]} == \
+        {id(p) for n, p in seen["model"].named_parameters() if n in trainable}
+    bn = seen["model"].head[0]
+    assert isinstance(bn, torch.nn.BatchNorm1d) and not bn.affine and bn.eps == 1e-6
+    assert type(seen["criterion"]) is torch.nn.CrossEntropyLoss and seen["criterion"].label_smoothing == 0.0
+    assert seen["model"].head[1].weight.detach().std().item() == pytest.approx(0.01, rel=0.3)  # trunc_normal_

@@ -42,13 +42,17 @@ def _write(folder: Path, name: str, true: int, winner: int) -> None:
 class Oracle(torch.nn.Module):
     """Reads (true class, winner) back from the normalised flat image; logits as the module doc says."""
 
+    def __init__(self, classes: int = K) -> None:
+        super().__init__()
+        self.classes = classes
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         rgb = ((x * std + mean) * 255).mean(dim=(2, 3))
         true = ((rgb[:, 0] - 20) / 20).round().long()
         winner = ((rgb[:, 1] - 20) / 20).round().long()
-        logits = torch.zeros(x.shape[0], K)
+        logits = torch.zeros(x.shape[0], self.classes)
         rows = torch.arange(x.shape[0])
         logits[rows, true] = 4.0
         logits[rows, winner] = 5.0
@@ -107,6 +111,10 @@ def result(oracle_run: dict) -> dict:
         model.forward = Oracle().forward
         return model, saved
 
+    return _run_with_oracle(robustness, cfg, ckpt, with_oracle)
+
+
+def _run_with_oracle(robustness, cfg, ckpt: Path, with_oracle) -> dict:
     mp = pytest.MonkeyPatch()
     mp.setattr(robustness, "load_classifier", with_oracle)
     try:
@@ -126,6 +134,7 @@ def test_the_oracle_images_read_back() -> None:
 
 
 def test_clean_top1_and_top5(result: dict) -> None:
+    assert (result["details"]["img_size"], result["details"]["crop_pct"]) == (64, 1.0)  # the classifier's own
     b = result["details"]["benchmarks"]["in1k"]
     assert b["n"] == 2 * K
     assert b["top1"] == pytest.approx(50.0) and b["top5"] == pytest.approx(100.0)
@@ -158,3 +167,41 @@ def test_the_head_is_reported_used_not_dropped(result: dict, capsys: pytest.Capt
     loading = rec.config["encoder"]["loading"]
     assert "head" not in loading["dropped"], loading
     assert loading["used"].get("head") == 2, loading
+
+
+def test_v2_index_folders_and_sketch_with_twelve_classes(tmp_path: Path) -> None:
+    """ImageNet-V2 names its folders by class index: with 12 classes a string sort ("0", "1", "10",
+    "11", "2", ...) would scramble the targets. Even classes are hits, odd ones misses: 50 %."""
+    from maskalign.transfer import robustness
+    from maskalign.transfer.classifier import build_classifier, classifier_spec
+
+    n = 12
+    wnids = [f"n7{i:07d}" for i in range(n)]
+    for c in range(n):
+        winner = c if c % 2 == 0 else (c + 1) % n
+        _write(tmp_path / "v2" / str(c), "0", c, winner)
+        _write(tmp_path / "sketch" / wnids[c], "0", c, c if c < 3 else (c + 1) % n)
+        _write(tmp_path / "imagenet" / "val" / wnids[c], "0", c, c)
+    arch = {"img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2, "mlp_ratio": 2.0}
+    torch.manual_seed(0)
+    model = build_classifier(arch, n, kind="finetune", head_init_std=0.02)
+    ckpt = tmp_path / "ckpt" / "checkpoint.pth"
+    ckpt.parent.mkdir()
+    torch.save({"model": model.state_dict(), "classes": wnids, "crop_pct": 1.0, "run": "twelve",
+                "meta": {"arch": arch, "method": "maskalign", "run": "twelve"},
+                "classifier": classifier_spec(arch, n, "finetune", 32, "avg")}, ckpt)
+    cfg = load_config(None, [f"output_dir={tmp_path / 'out'}", "name=twelve", "data.num_workers=0",
+                             "runtime.device=cpu", "runtime.amp=none", "benchmarks=[in1k,in_v2,in_sketch]",
+                             f"data.root={tmp_path / 'imagenet'}", f"data.imagenet_v2={tmp_path / 'v2'}",
+                             f"data.imagenet_sketch={tmp_path / 'sketch'}"], config_dir("robustness"))
+    real = robustness.load_classifier
+
+    def with_oracle(path):
+        model, saved = real(path)
+        model.forward = Oracle(n).forward
+        return model, saved
+
+    res = _run_with_oracle(robustness, cfg, ckpt, with_oracle)
+    assert res["metrics"]["in1k_top1"] == pytest.approx(100.0)
+    assert res["metrics"]["in_v2_top1"] == pytest.approx(50.0)
+    assert res["metrics"]["in_sketch_top1"] == pytest.approx(100.0 * 3 / n)
