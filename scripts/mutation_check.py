@@ -11,6 +11,8 @@ every mutation would look caught), then for each mutation applies it, runs its t
     python scripts/mutation_check.py              # everything (about 6 minutes on 2 CPU cores)
     python scripts/mutation_check.py --list       # the planted bugs
     python scripts/mutation_check.py --only mae-decoder-pos-embed lut-ema-late
+    python scripts/mutation_check.py --area robustness   # one area's bugs, each against its own tests
+    python scripts/mutation_check.py --jobs 2            # two at a time, each in its own copy
 
 Exit status 0 when every mutation applied and was caught; 1 when one was missed, did not apply
 (its ``old`` string is gone or ambiguous: update the entry when code moves) or the baseline
@@ -21,15 +23,38 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+# Areas, for ``--area``: the first entry whose path prefix a mutation's file starts with (an entry may
+# name its area itself). Every module whose output reaches a table or a checkpoint is in one.
+AREAS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("alignment", ("maskalign/alignment.py", "maskalign/masking.py")),
+    ("objectives", ("maskalign/objectives/",)),
+    ("engine", ("maskalign/engine/",)),
+    ("checkpoint", ("maskalign/checkpoint.py",)),
+    ("teachers", ("maskalign/teachers/",)),
+    ("encoders", ("maskalign/encoders/", "maskalign/models/", "maskalign/segmentation/timm_backbone.py",
+                  "maskalign/detection/timm_backbone.py")),
+    ("recipes", ("maskalign/transfer/finetune.py", "maskalign/transfer/linprobe.py", "maskalign/transfer/classifier.py",
+                 "maskalign/transfer/layer_decay.py", "maskalign/transfer/lars.py", "maskalign/transfer/trainer.py")),
+    ("robustness", ("maskalign/transfer/robustness.py", "maskalign/transfer/evaluate.py",
+                    "maskalign/transfer/label_space.py", "maskalign/transfer/metrics.py")),
+    ("data", ("maskalign/data/", "maskalign/transfer/data.py")),
+    ("detection", ("maskalign/detection/", "maskalign/configs/coco/")),
+    ("segmentation", ("maskalign/segmentation/", "maskalign/configs/ade20k/")),
+    ("results", ("maskalign/results/", "maskalign/records.py")),
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +65,12 @@ class Mutation:
     new: str
     tests: tuple[str, ...]
     slow: bool = False  # also run the listed tests marked slow (otherwise ``-m "not slow"``)
+    area: str = ""  # default: from the file, by ``AREAS``
+
+    def __post_init__(self) -> None:
+        if not self.area:
+            found = next((a for a, prefixes in AREAS if self.file.startswith(prefixes)), "other")
+            object.__setattr__(self, "area", found)
 
 
 M = Mutation
@@ -189,9 +220,150 @@ MUTATIONS: list[Mutation] = [
       'names = {"mIoU": Metric.MIOU, "aAcc": Metric.AACC, "mAcc": Metric.MACC}',
       'names = {"mIoU": Metric.MACC, "aAcc": Metric.AACC, "mAcc": Metric.MIOU}',
       ("tests/test_ade20k_eval.py",)),
+    # --- encoders and dense wrappers (round two) ---------------------------------------------------
+    M("dense-norm-pre-skipped", "maskalign/encoders/dense.py",
+      "return m.norm_pre(m.patch_drop(x))", "return m.patch_drop(x)",
+      ("tests/test_dense_prenorm_and_pos_tables.py",)),
+    M("dense-final-norm-skipped", "maskalign/encoders/dense.py",
+      "y = self.model.norm(x) if i == last else x", "y = x",
+      ("tests/test_dense_prenorm_and_pos_tables.py", "tests/test_encoders_dense.py")),
+    M("dense-windows-without-prefix", "maskalign/encoders/dense.py",
+      "seq = torch.cat([prefix.repeat_interleave(n_win, dim=0), windows], dim=1)",
+      "seq = torch.cat([torch.zeros_like(prefix).repeat_interleave(n_win, dim=0), windows], dim=1)",
+      ("tests/test_dense_prenorm_and_pos_tables.py",)),
+    M("pos-table-mae-resize-every-family", "maskalign/encoders/convert.py",
+      "if mae_interpolation and pe is not None and pe.shape != model.pos_embed.shape:",
+      "if pe is not None and pe.shape != model.pos_embed.shape:",
+      ("tests/test_dense_prenorm_and_pos_tables.py",)),
+    M("pos-table-mae-for-clip-layout", "maskalign/encoders/load.py",
+      'return (family == "vit" and pe is not None and "cls_token" in state',
+      'return (pe is not None and "cls_token" in state',
+      ("tests/test_dense_prenorm_and_pos_tables.py",)),
+    M("families-pre-norm-ignored", "maskalign/encoders/families.py",
+      'pre_norm="norm_pre.weight" in state,', "pre_norm=False,",
+      ("tests/test_encoders_families.py",)),
+    M("mmseg-wrapper-last-map-only", "maskalign/segmentation/timm_backbone.py",
+      'object.__setattr__(self, "_dense", DenseViT(model, 0, (), out_indices))',
+      'object.__setattr__(self, "_dense", DenseViT(model, 0, (), [-1] * len(out_indices)))',
+      ("tests/test_dense_prenorm_and_pos_tables.py",)),
+    M("d2-wrapper-globals-inverted", "maskalign/detection/timm_backbone.py",
+      "globals_ = [i for i in range(depth) if i not in set(window_block_indexes)]",
+      "globals_ = list(window_block_indexes)",
+      ("tests/test_vitdet_globals_for_depth.py", "tests/test_encoders_dense.py")),
+    # --- fine-tune and linear-probe recipes -------------------------------------------------------
+    M("finetune-switch-prob", "maskalign/transfer/finetune.py",
+      "switch_prob=aug.mixup_switch_prob,", "switch_prob=aug.mixup_prob,",
+      ("tests/test_finetune_recipe_objects.py",)),
+    M("finetune-mixup-without-smoothing", "maskalign/transfer/finetune.py",
+      "label_smoothing=aug.smoothing,", "label_smoothing=0.0,",
+      ("tests/test_finetune_recipe_objects.py",)),
+    M("finetune-alphas-swapped", "maskalign/transfer/finetune.py",
+      "mix = Mixup(mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix,",
+      "mix = Mixup(mixup_alpha=aug.cutmix, cutmix_alpha=aug.mixup,",
+      ("tests/test_finetune_recipe_objects.py",)),
+    M("finetune-no-drop-path", "maskalign/transfer/classifier.py",
+      "drop_path_rate=drop_path, **_pool(source.arch, global_pool))",
+      "drop_path_rate=0.0, **_pool(source.arch, global_pool))",
+      ("tests/test_finetune_recipe_objects.py",)),
+    M("finetune-blr-not-scaled", "maskalign/transfer/finetune.py",
+      "lr = scaled_lr(float(cfg.optim.blr), int(cfg.optim.total_batch_size))", "lr = float(cfg.optim.blr)",
+      ("tests/test_finetune_recipe_objects.py",)),
+    M("finetune-layer-decay-off", "maskalign/transfer/finetune.py",
+      "groups = param_groups_lrd(model, float(cfg.optim.weight_decay), float(cfg.optim.layer_decay))",
+      "groups = param_groups_lrd(model, float(cfg.optim.weight_decay), 1.0)",
+      ("tests/test_finetune_recipe_objects.py",)),
+    M("linprobe-smoothed-loss", "maskalign/transfer/linprobe.py",
+      "nn.CrossEntropyLoss(), tl", "nn.CrossEntropyLoss(label_smoothing=0.1), tl",
+      ("tests/test_finetune_recipe_objects.py",)),
+    M("linprobe-fresh-final-norm", "maskalign/transfer/classifier.py",
+      "    _check_final_norm(source, global_pool)\n", "",
+      ("tests/test_linprobe_final_norm.py",)),
+    M("linprobe-bn-affine", "maskalign/transfer/classifier.py",
+      "nn.BatchNorm1d(head.in_features, affine=False, eps=1e-6)", "nn.BatchNorm1d(head.in_features, eps=1e-6)",
+      ("tests/test_linprobe_parts.py",)),
+    M("layer-decay-norm-pre-on-top", "maskalign/transfer/layer_decay.py",
+      '"reg_token", "dist_token", "norm_pre")', '"reg_token", "dist_token")',
+      ("tests/test_encoders_classifier.py",)),
+    M("lars-trust-inverted", "maskalign/transfer/lars.py",
+      'group["trust_coefficient"] * w_norm / u_norm', 'group["trust_coefficient"] * u_norm / w_norm',
+      ("tests/test_linprobe_parts.py",)),
+    # --- robustness --------------------------------------------------------------------------------
+    M("robustness-in-c-top5", "maskalign/transfer/robustness.py",
+      "for (c, s), (top1, _, n) in zip(groups, counts.tolist()):",
+      "for (c, s), (_, top1, n) in zip(groups, counts.tolist()):",
+      ("tests/test_robustness_oracle.py",)),
+    M("robustness-subsets-all-logits", "maskalign/transfer/robustness.py",
+      "stats = score(folder_dataset(path, c2i, transform, bench.title), indices)",
+      "stats = score(folder_dataset(path, c2i, transform, bench.title), None)",
+      ("tests/test_robustness_oracle.py",)),
+    M("robustness-head-reported-dropped", "maskalign/transfer/robustness.py",
+      "source = _as_evaluated(load_pretrained(ckpt), model)", "source = load_pretrained(ckpt)",
+      ("tests/test_robustness_oracle.py",)),
+    M("robustness-crop-not-the-classifiers", "maskalign/transfer/robustness.py",
+      'else saved.get("crop_pct", 0.875))', "else 0.875)",
+      ("tests/test_robustness_oracle.py",)),
+    M("evaluate-groups-top2-as-top1", "maskalign/transfer/evaluate.py",
+      "rows = torch.stack([hit[:, :1].any(1),", "rows = torch.stack([hit[:, :2].any(1),",
+      ("tests/test_robustness_oracle.py",)),
+    M("label-space-subset-targets-global", "maskalign/transfer/label_space.py",
+      "return {w: i for i, w in enumerate(self.subset_wnids(subset))}",
+      "return {w: self.class_to_idx()[w] for w in self.subset_wnids(subset)}",
+      ("tests/test_robustness_oracle.py",)),
+    # --- data path -----------------------------------------------------------------------------------
+    M("image-folder-string-sorted", "maskalign/data/imagenet.py",
+      "self._fixed_classes = class_to_idx", "self._fixed_classes = None",
+      ("tests/test_robustness_oracle.py",)),
+    M("eval-resize-rounded", "maskalign/data/transforms.py",
+      "T.Resize(int(img_size / crop_pct),", "T.Resize(int(round(img_size / crop_pct)),",
+      ("tests/test_finetune_recipe_objects.py",)),
+    M("gpu-augment-default-scale", "maskalign/data/decode.py",
+      "self.augment = GpuAugment(recipe.img_size, scale=(recipe.scale_min, 1.0), device=device,",
+      "self.augment = GpuAugment(recipe.img_size, device=device,",
+      ("tests/test_gpu_augment_recipe_scale.py",)),
+    M("linprobe-device-scale-0.2", "maskalign/transfer/data.py",
+      "transform.device_recipe = DeviceRecipe(img_size, 0.08)", "transform.device_recipe = DeviceRecipe(img_size, 0.2)",
+      ("tests/test_gpu_augment_recipe_scale.py",)),
+    M("gpu-flip-inverted", "maskalign/data/gpu_decode.py",
+      "flip = bool(torch.rand(1) < self.hflip)", "flip = bool(torch.rand(1) >= self.hflip)",
+      ("tests/test_gpu_augment_recipe_scale.py",)),
+    M("keyed-seed-ignores-epoch", "maskalign/data/keyed.py",
+      "int(epoch) * 0xBF58476D1CE4E5B9", "0 * 0xBF58476D1CE4E5B9",
+      ("tests/test_resume_skip_and_epoch_seeds.py",)),
+    M("resume-skip-in-iterations", "maskalign/engine/pretrain.py",
+      "sampler.set_epoch(epoch, skip * per_proc)", "sampler.set_epoch(epoch, skip)",
+      ("tests/test_resume_skip_and_epoch_seeds.py::test_mid_epoch_resume_sees_each_remaining_image_once",),
+      area="data"),
+    M("pretrain-crop-scale-ignored", "maskalign/data/transforms.py",
+      "T.RandomResizedCrop(img_size, scale=(scale_min, 1.0),", "T.RandomResizedCrop(img_size, scale=(0.2, 1.0),",
+      ("tests/test_gpu_augment_recipe_scale.py",)),
+    # --- detection and segmentation configs ----------------------------------------------------------
+    M("vitdet-globals-first-of-quarter", "maskalign/detection/configs.py",
+      "net.window_block_indexes = [i for i in range(depth) if (i + 1) % step != 0]",
+      "net.window_block_indexes = [i for i in range(depth) if i % step != 0]",
+      ("tests/test_vitdet_globals_for_depth.py",)),
+    M("vitdet-lr-decay-old-depth", "maskalign/detection/configs.py",
+      '**{**lr_func.keywords, "num_layers": depth}', "**lr_func.keywords",
+      ("tests/test_vitdet_globals_for_depth.py",)),
+    M("ade20k-norm-pre-on-top", "maskalign/segmentation/optim.py",
+      '_STEM_MODULES = ("patch_embed.", "norm_pre.")', '_STEM_MODULES = ("patch_embed.",)',
+      ("tests/test_ade20k_optim_families.py",)),
+    M("ade20k-reg-token-on-top", "maskalign/segmentation/optim.py",
+      '_EMBED = ("cls_token", "mask_token", "pos_embed", "reg_token", "dist_token")',
+      '_EMBED = ("cls_token", "mask_token", "pos_embed")',
+      ("tests/test_ade20k_optim_families.py",)),
+    M("ade20k-paper-layer-decay", "maskalign/configs/ade20k/upernet_vit_b16_ade20k_512_160k.py",
+      "paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.65))",
+      "paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.75))",
+      ("tests/test_ade20k_optim.py",)),
     # --- tables ----------------------------------------------------------------------------------
     M("tables-oldest-record", "maskalign/results/tables.py",
       "newest = group.iloc[-1]", "newest = group.iloc[0]",
+      ("tests/test_results_tables.py",)),
+    M("fmt-percent-one-decimal-always", "maskalign/results/fmt.py",
+      'return f"{round(p)}%"', 'return f"{p:.1f}%"',
+      ("tests/test_results_tables.py", "tests/test_results_reference.py")),
+    M("collect-end-time-lost", "maskalign/results/collect.py",
+      '"end_time": r.end_time,', '"end_time": None,',
       ("tests/test_results_tables.py",)),
     M("tables-time-inverted", "maskalign/results/tables.py",
       '"Time": c / b if c is not None and b else None', '"Time": b / c if c else None',
@@ -246,10 +418,15 @@ def run_tests(root: Path, tests: list[str], slow: bool, timeout: float) -> tuple
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", metavar="ID", help="run only these mutations")
+    ap.add_argument("--area", nargs="+", metavar="AREA",
+                    help="run only these areas' mutations, each against its own tests "
+                         f"({', '.join(a for a, _ in AREAS)})")
     ap.add_argument("--list", action="store_true", help="list the mutations and exit")
     ap.add_argument("--skip-baseline", action="store_true", help="do not run the unmutated tests first")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per test run (default 600)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is printed)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="mutations run at once, each in its own copy (2 on 2 cores halves the time; default 1)")
     args = ap.parse_args(argv)
 
     ids = [m.id for m in MUTATIONS]
@@ -264,16 +441,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unknown mutation ids {unknown}; see --list", file=sys.stderr)
             return 2
         chosen = [m for m in MUTATIONS if m.id in args.only]
+    if args.area:
+        known = {m.area for m in MUTATIONS}
+        unknown = sorted(set(args.area) - known)
+        if unknown:
+            print(f"error: unknown areas {unknown}; known: {sorted(known)}", file=sys.stderr)
+            return 2
+        chosen = [m for m in chosen if m.area in args.area]
     if args.list:
         for m in chosen:
-            print(f"{m.id:38s} {m.file:40s} {' '.join(m.tests)}{'  [slow]' if m.slow else ''}")
+            print(f"{m.area:12s} {m.id:38s} {m.file:40s} {' '.join(m.tests)}{'  [slow]' if m.slow else ''}")
         return 0
 
     t_start = time.time()
     tmp = Path(tempfile.mkdtemp(prefix="mutation_check_"))
-    root = tmp / "repo"
-    copy_repo(REPO, root)
-    print(f"copied {len(repo_files(REPO))} files to {root}", flush=True)
+    roots = [tmp / f"repo{i}" if i else tmp / "repo" for i in range(max(1, args.jobs))]
+    for r in roots:  # one copy per parallel run: a mutation is planted in its own copy only
+        copy_repo(REPO, r)
+    root = roots[0]
+    print(f"copied {len(repo_files(REPO))} files to {', '.join(map(str, roots))}", flush=True)
     failures = 0
     try:
         bad = [(m, why) for m in chosen if (why := check_applies(m, root))]
@@ -293,32 +479,47 @@ def main(argv: list[str] | None = None) -> int:
                     print(out[-3000:])
                     print("error: the unmutated tests fail; a mutation check would mean nothing", file=sys.stderr)
                     return 1
-        results = []
-        for m in chosen:
-            if any(m is b for b, _ in bad):
-                continue
-            path = root / m.file
+        free: queue.Queue[Path] = queue.Queue()
+        for r in roots:
+            free.put(r)
+
+        def plant_and_run(m: Mutation) -> tuple[int, str, float]:
+            where = free.get()
+            path = where / m.file
             original = path.read_text(encoding="utf-8")
             path.write_text(original.replace(m.old, m.new), encoding="utf-8")
             try:
-                rc, out, dt = run_tests(root, list(m.tests), m.slow, args.timeout)
+                return run_tests(where, list(m.tests), m.slow, args.timeout)
             finally:
                 path.write_text(original, encoding="utf-8")
-            # pytest: 1 = tests failed (caught); 0 = all passed (missed); anything else is an error
-            # (collection error, no tests selected, timeout) and is not counted as caught.
-            status = {0: "MISSED", 1: "caught"}.get(rc, f"ERROR (rc {rc})")
-            results.append((m, status, dt))
-            print(f"{status:8s} {m.id:38s} {dt:6.1f} s", flush=True)
-            if status != "caught":
-                failures += 1
-                print("    " + "\n    ".join(out.strip().splitlines()[-8:]))
+                free.put(where)
+
+        results = []
+        todo = [m for m in chosen if not any(m is b for b, _ in bad)]
+        with ThreadPoolExecutor(max_workers=len(roots)) as pool:
+            futures = {pool.submit(plant_and_run, m): m for m in todo}
+            for fut in as_completed(futures):
+                m = futures[fut]
+                rc, out, dt = fut.result()
+                # pytest: 1 = tests failed (caught); 0 = all passed (missed); anything else is an error
+                # (collection error, no tests selected, timeout) and is not counted as caught.
+                status = {0: "MISSED", 1: "caught"}.get(rc, f"ERROR (rc {rc})")
+                results.append((m, status, dt))
+                print(f"{status:8s} {m.area:12s} {m.id:38s} {dt:6.1f} s", flush=True)
+                if status != "caught":
+                    failures += 1
+                    print("    " + "\n    ".join(out.strip().splitlines()[-8:]))
         caught = sum(1 for _, s, _ in results if s == "caught")
         total = len(chosen)
+        for area in sorted({m.area for m in chosen}):
+            of_area = [r for r in results if r[0].area == area]
+            n_caught = sum(1 for _, s, _ in of_area if s == "caught")
+            print(f"  {area:12s} {n_caught}/{sum(1 for m in chosen if m.area == area)} caught")
         print(f"\n{caught}/{total} planted bugs caught ({100.0 * caught / max(total, 1):.0f}%), "
               f"{len(bad)} not applied, in {time.time() - t_start:.0f} s")
     finally:
         if args.keep:
-            print(f"kept {root}")
+            print(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
     return 1 if failures else 0

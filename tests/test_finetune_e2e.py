@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
-from transfer_helpers import robustness_overrides
+from transfer_helpers import robustness_overrides, run_task
 
 from maskalign.config import CONFIG_ROOT, load_config
 
@@ -37,10 +37,9 @@ def _cfg(task: str, *overrides: str):
 
 @pytest.fixture(scope="module")
 def finetuned(pretrained_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    from maskalign.transfer import finetune
 
     out = tmp_path_factory.mktemp("finetune_e2e")
-    return {name: finetune.run(_cfg("finetune", f"output_dir={out}", f"name={name}", *FINETUNE, *extra),
+    return {name: run_task("finetune", _cfg("finetune", f"output_dir={out}", f"name={name}", *FINETUNE, *extra),
                                pretrained_demo)
             for name, extra in (("pretrained", ()), ("scratch", ("model.pretrained=false",)))}
 
@@ -56,10 +55,9 @@ def test_pretraining_beats_random_init(finetuned: dict[str, dict]) -> None:
 
 
 def test_robustness_of_the_finetuned_classifier(finetuned: dict[str, dict], tmp_path: Path) -> None:
-    from maskalign.transfer import robustness
 
     ft = finetuned["pretrained"]
-    result = robustness.run(_cfg("robustness", *robustness_overrides(tmp_path, "name=e2e")), ft["checkpoint"])
+    result = run_task("robustness", _cfg("robustness", *robustness_overrides(tmp_path, "name=e2e")), ft["checkpoint"])
     m = result["metrics"]
     assert {"in1k_top1", "in_a_top1", "in_r_top1", "in_sketch_top1", "in_v2_top1", "in_c_mce"} <= set(m)
     assert {f"in_c_ce/{c}" for c in CORRUPTIONS} <= set(m)
@@ -75,12 +73,11 @@ def test_linear_probe_beats_a_random_encoder(pretrained_demo: Path, tmp_path: Pa
     """The frozen demo encoder's [CLS] is linearly more informative than a random encoder's."""
     from ade20k_helpers import fabricate_encoder
 
-    from maskalign.transfer import linprobe
 
     random_enc, _ = fabricate_encoder(tmp_path / "random")
     top1 = {}
     for name, ckpt in (("probe", pretrained_demo), ("random", random_enc)):
-        result = linprobe.run(_cfg("linprobe", f"output_dir={tmp_path}", f"name={name}", "optim.epochs=5",
+        result = run_task("linprobe", _cfg("linprobe", f"output_dir={tmp_path}", f"name={name}", "optim.epochs=5",
                                    "data.num_workers=0"), ckpt)
         top1[name] = result["metrics"]["top1"]
     # measured: about 20 vs 12 (10 classes: chance is 10)
@@ -103,7 +100,6 @@ def test_demo_runs_fill_a_row_of_every_transfer_table(pretrained_demo: Path, fin
     from maskalign.detection import detectron2_available
     from maskalign.results.render_all import make_tables
     from maskalign.segmentation.mmseg_import import mmseg_available
-    from maskalign.transfer import robustness
 
     if not detectron2_available() or not mmseg_available()[0]:
         pytest.skip("needs detectron2 and mmsegmentation (bash install.sh)")
@@ -123,7 +119,8 @@ def test_demo_runs_fill_a_row_of_every_transfer_table(pretrained_demo: Path, fin
            "param_scheduler.1.end=4", "default_hooks.checkpoint.interval=4",
            "+train_dataloader.dataset.indices=4", "+val_dataloader.dataset.indices=8",
            "+test_dataloader.dataset.indices=8")
-    robustness.run(_cfg("robustness", *robustness_overrides(jobs, "name=demo")), finetuned["pretrained"]["checkpoint"])
+    run_task("robustness", _cfg("robustness", *robustness_overrides(jobs, "name=demo")),
+             finetuned["pretrained"]["checkpoint"])
 
     root = tmp_path / "records"
     sources = [pretrained_demo.parent, Path(finetuned["pretrained"]["out_dir"]), jobs / "coco" / "demo",

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from transfer_helpers import TINY_ARCH, mini_imagenet
+from transfer_helpers import TINY_ARCH, mini_imagenet, run_task
 
 from maskalign.checkpoint import export_encoder
 from maskalign.config import config_dir, load_config
 from maskalign.records import read_record
-from maskalign.transfer import finetune
 from maskalign.transfer.classifier import build_classifier, load_classifier
 
 
@@ -39,11 +38,11 @@ def _cfg(out: Path, root: Path, *extra: str):
 
 
 def test_rerun_resumes_and_keeps_best_and_last(tmp_path: Path, tiny_encoder: Path, mini: Path, capsys) -> None:
-    first = finetune.run(_cfg(tmp_path, mini, "optim.epochs=1"), tiny_encoder)
+    first = run_task("finetune", _cfg(tmp_path, mini, "optim.epochs=1"), tiny_encoder)
     run_dir = Path(first["out_dir"])
     assert run_dir == tmp_path / "finetune" / "resume"
     assert (run_dir / "checkpoint.pth").is_file() and (run_dir / "checkpoint-best.pth").is_file()
-    second = finetune.run(_cfg(tmp_path, mini, "optim.epochs=2"), tiny_encoder)
+    second = run_task("finetune", _cfg(tmp_path, mini, "optim.epochs=2"), tiny_encoder)
     assert "resumed from" in capsys.readouterr().out
     lines = [json.loads(x) for x in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in lines] == [0, 1]  # epoch 0 was not trained again
@@ -58,12 +57,12 @@ def test_rerun_resumes_and_keeps_best_and_last(tmp_path: Path, tiny_encoder: Pat
         with torch.no_grad():
             assert model(torch.randn(2, 3, 64, 64)).shape == (2, 10)
     # a finished run re-run is a no-op that reports the same numbers
-    third = finetune.run(_cfg(tmp_path, mini, "optim.epochs=2"), tiny_encoder)
+    third = run_task("finetune", _cfg(tmp_path, mini, "optim.epochs=2"), tiny_encoder)
     assert third["last"] == second["last"]
     assert len((run_dir / "log.jsonl").read_text().splitlines()) == 2
 
 
 def test_scratch_baseline_is_recorded_as_such(tmp_path: Path, tiny_encoder: Path, mini: Path) -> None:
-    result = finetune.run(_cfg(tmp_path, mini, "optim.epochs=1", "model.pretrained=false"), tiny_encoder)
+    result = run_task("finetune", _cfg(tmp_path, mini, "optim.epochs=1", "model.pretrained=false"), tiny_encoder)
     rec = read_record(Path(result["out_dir"]) / "record.json")
     assert rec.method == "scratch" and rec.pt_epochs == 0 and rec.backbone == "unknown"

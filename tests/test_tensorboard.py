@@ -12,7 +12,7 @@ import torch
 from conftest import pretrain_cfg
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from transfer_helpers import TINY_ARCH, mini_imagenet
+from transfer_helpers import TINY_ARCH, mini_imagenet, run_task
 
 from maskalign.errors import UserError
 from maskalign.monitor import Monitor, TrainMonitor, matrix_image, mmseg_tensorboard
@@ -161,7 +161,6 @@ def test_default_demo_run_writes_its_scalars_and_W(tmp_path: Path, demo_teacher:
 def test_classification_job_writes_tensorboard(tmp_path: Path, demo_imagenet: Path) -> None:
     from maskalign.checkpoint import export_encoder
     from maskalign.config import config_dir, load_config
-    from maskalign.transfer import finetune
     from maskalign.transfer.classifier import build_classifier
 
     torch.manual_seed(0)
@@ -172,7 +171,7 @@ def test_classification_job_writes_tensorboard(tmp_path: Path, demo_imagenet: Pa
     cfg = load_config(None, [f"output_dir={tmp_path}", f"data.root={root}", "name=tb", "data.num_workers=0",
                              "optim.total_batch_size=8", "optim.epochs=1"],
                       config_dir("finetune"))
-    finetune.run(OmegaConf.create(OmegaConf.to_container(cfg)), enc)
+    run_task("finetune", OmegaConf.create(OmegaConf.to_container(cfg)), enc)
     acc = _events(tmp_path / "finetune" / "tb" / "tensorboard")
     tags = set(acc.Tags()["scalars"])
     assert {"train/loss", "train/lr", "train/images_per_s", "epoch/val_top1", "epoch/train_loss"} <= tags, tags

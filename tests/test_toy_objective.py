@@ -12,7 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from contract_checks import check_objective_contract, tiny_config
 from objective_fixtures import export_random_teacher
-from transfer_helpers import mini_imagenet
+from transfer_helpers import mini_imagenet, run_task
 
 from maskalign.config import ConfigError, config_dir, load_config
 from maskalign.data.transforms import pretrain_transform
@@ -88,7 +88,6 @@ def test_toy_keeps_the_contract_and_checks_its_own_keys(tmp_path: Path) -> None:
 def test_toy_trains_in_the_engine_and_lands_in_table_1(tmp_path: Path, demo_imagenet: Path) -> None:
     from maskalign.engine.pretrain import train
     from maskalign.results.render_all import make_tables
-    from maskalign.transfer import finetune
 
     out = tmp_path / "output"
     ToyLinear.transform_calls, ToyLinear.progress = 0, []
@@ -108,7 +107,7 @@ def test_toy_trains_in_the_engine_and_lands_in_table_1(tmp_path: Path, demo_imag
     ft = load_config(None, [f"output_dir={out}", f"data.root={mini}", "name=toy-ft", "data.num_workers=0",
                             "optim.epochs=1", "runtime.max_steps=2", "optim.total_batch_size=8",
                             "model.drop_path=0.0"], config_dir("finetune"))
-    finetune.run(ft, summary["encoder"])
+    run_task("finetune", ft, summary["encoder"])
 
     tables = make_tables(out, tmp_path / "tables")
     t1 = tables.tables["table1"].frame

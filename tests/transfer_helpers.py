@@ -41,3 +41,16 @@ def mini_imagenet(demo_imagenet: Path, dest: Path, train: int = 8, val: int = 4)
             for img in sorted(cls.iterdir())[:n]:
                 (folder / img.name).symlink_to(img)
     return dest
+
+
+def run_task(task: str, cfg, ckpt) -> dict:
+    """Run ``task``'s job on a config resolved by the test (``load_config`` + overrides), as the job
+    of its entry script would run it: run folder taken, record written from the returned metrics."""
+    from omegaconf import OmegaConf
+
+    from maskalign.tasks import JobSpec, TaskJob, get_task
+
+    plain = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+    spec = JobSpec(task=task, ckpt=str(ckpt), output_root=str(plain["output_dir"]), run=str(plain["name"]),
+                   resolved=plain)
+    return TaskJob(spec, get_task(task).module)()

@@ -7,13 +7,16 @@ never exempts the relative position bias tables (PROTOCOLS.md (b)). MAE's ``para
 BEiT's ``no_weight_decay`` exempt all of them. :class:`ViTLayerDecayOptimizerConstructor` keeps
 mmseg's lr schedule exactly and applies the intended weight-decay rule:
 
-* layer id: ``backbone.{cls_token,mask_token,pos_embed,patch_embed.*}`` -> 0;
+* layer id: the stem -- ``backbone.{cls_token,mask_token,pos_embed,patch_embed.*}`` and, for the timm
+  families' wrapper (``MaskalignTimmViT``), ``reg_token``, ``dist_token`` and CLIP's ``norm_pre.*`` -- -> 0
+  (as :mod:`maskalign.transfer.layer_decay` files them for classification);
   ``backbone.layers.i.*`` -> i + 1; everything else (neck, heads) -> depth + 1;
 * lr scale: ``layer_decay_rate ** (depth + 1 - layer_id)`` (heads 1, last block the rate,
   patch embedding rate ** depth), which is mmseg's ``decay_rate ** (num_layers - layer_id - 1)``
   with its ``num_layers = depth + 2``;
-* weight decay 0 for 1-D tensors, ``*.bias``, ``pos_embed``, ``cls_token``, ``mask_token`` and
-  ``*relative_position_bias_table``; the base weight decay otherwise.
+* weight decay 0 for 1-D tensors, ``*.bias``, ``pos_embed``, ``cls_token``, ``mask_token``, ``reg_token``,
+  ``dist_token`` (timm's ``no_weight_decay()``) and ``*relative_position_bias_table``; the base weight decay
+  otherwise.
 
 Registered in mmseg's registry when :func:`~maskalign.segmentation.mmseg_import.import_mmseg` runs.
 Config: ``optim_wrapper.constructor='ViTLayerDecayOptimizerConstructor'`` with
@@ -30,9 +33,12 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmseg.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from torch import nn
 
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token")
+# timm's ``VisionTransformer.no_weight_decay()`` names, plus MAE's mask token.
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "reg_token", "dist_token")
 NO_DECAY_PATTERN = re.compile(r"(^|\.)relative_position_bias_table$")
-_EMBED = ("cls_token", "mask_token", "pos_embed")
+_EMBED = ("cls_token", "mask_token", "pos_embed", "reg_token", "dist_token")
+# Modules of the stem: the patch embedding and CLIP's pre-norm, which acts on the embeddings before block 0.
+_STEM_MODULES = ("patch_embed.", "norm_pre.")
 
 
 def layer_id(name: str, depth: int) -> int:
@@ -41,7 +47,7 @@ def layer_id(name: str, depth: int) -> int:
     if not name.startswith("backbone."):
         return depth + 1
     rest = name[len("backbone."):]
-    if rest in _EMBED or rest.startswith("patch_embed."):
+    if rest in _EMBED or rest.startswith(_STEM_MODULES):
         return 0
     if rest.startswith("layers."):
         return int(rest.split(".")[1]) + 1

@@ -125,6 +125,25 @@ def build_classifier(arch: dict[str, Any], num_classes: int, *, kind: str = "fin
     return _with_head(model, kind, head_init_std)
 
 
+def _check_final_norm(source: Any, global_pool: str) -> None:
+    """A [CLS]-token classifier reads the token through the file's final ``norm``: refuse a file without one.
+
+    A global-pool checkpoint (``fc_norm``, no ``norm``) would otherwise get a fresh LayerNorm -- the
+    identity at init, and frozen under linear probing -- and a probe of features the encoder never
+    produced. MAE's ``main_linprobe.py`` refuses it as well: without ``--global_pool`` the only keys
+    it lets the file lack are the head's (``assert set(msg.missing_keys) == {'head.weight', 'head.bias'}``).
+    Probing such a file with ``model.global_pool=avg`` uses its ``fc_norm``, as it was trained.
+    """
+    state = source.state
+    if global_pool == "avg" or "norm.weight" in state:
+        return
+    has_fc = "fc_norm.weight" in state
+    raise CheckpointError(f"{source.path}: no final norm (norm.*) to read the [CLS] token through"
+                          f"{' (it holds fc_norm: a global-pool checkpoint)' if has_fc else ''}; model.global_pool="
+                          f"{global_pool} would put a fresh LayerNorm there (MAE's probe refuses such a file too)"
+                          f"{'; use model.global_pool=avg, which pools through its fc_norm' if has_fc else ''}")
+
+
 def classifier_from(source: Any, num_classes: int, *, kind: str = "finetune", img_size: int | None = None,
                     global_pool: str = "avg", drop_path: float = 0.0, head_init_std: float = 2e-5
                     ) -> tuple[nn.Module, LoadReport]:
@@ -135,7 +154,9 @@ def classifier_from(source: Any, num_classes: int, *, kind: str = "finetune", im
     """
     if kind not in ("finetune", "linprobe"):
         raise ValueError(f"unknown classifier kind {kind!r}")
-    model, new, unused = source.loaded.build(img_size, new_ok=_NEW_OK, unused_ok=("norm.",), num_classes=num_classes,
+    _check_final_norm(source, global_pool)
+    new_ok = _NEW_OK if global_pool == "avg" else ("head.", "fc_norm.")
+    model, new, unused = source.loaded.build(img_size, new_ok=new_ok, unused_ok=("norm.",), num_classes=num_classes,
                                              drop_path_rate=drop_path, **_pool(source.arch, global_pool))
     old, now = int(source.arch["img_size"]), int(img_size or source.arch["img_size"])
     p = int(source.arch["patch_size"])

@@ -21,11 +21,12 @@ Record metrics: ``in1k_top1``, ``in_a_top1``, ``in_r_top1``, ``in_sketch_top1``,
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from maskalign.config import ConfigError
 from maskalign.data.imagenet import DataError, SafeImageFolder
 from maskalign.data.transforms import eval_transform
 from maskalign.distributed import DistInfo
+from maskalign.encoders.report import group_of
 from maskalign.metric_names import Metric, in_c_ce
 from maskalign.tasks.context import RunContext
 from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
@@ -46,6 +48,7 @@ from maskalign.transfer.data import eval_loader
 from maskalign.transfer.evaluate import Tagged, evaluate, evaluate_groups
 from maskalign.transfer.label_space import LabelSpace, for_classes
 from maskalign.transfer.metrics import CORRUPTIONS, SEVERITIES, corruption_errors, mean_corruption_error
+from maskalign.transfer.source import PretrainedEncoder, load_pretrained
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,24 @@ def folder_dataset(root: Path, class_to_idx: dict[str, int], transform: Callable
         raise DataError(f"{what} at {root}: lacks {len(missing)} of its {len(class_to_idx)} class folders, "
                         f"e.g. {missing[:3]}")
     return SafeImageFolder(root, transform=transform, class_to_idx=class_to_idx)
+
+
+def _as_evaluated(source: PretrainedEncoder, model: torch.nn.Module) -> PretrainedEncoder:
+    """``source`` with a loading report of what this job runs: the whole classifier, head included.
+
+    The encoder loader reads a classifier file as an encoder and so reports its head as dropped
+    ("jobs train a fresh one"); robustness evaluates the fine-tuned classifier as it is, head and
+    all, so every group of the file that the classifier holds is reported as used.
+    """
+    report = copy.deepcopy(source.report)
+    held = {group_of(k) for k in model.state_dict()}
+    moved = sorted(g for g in report.dropped if g in held)
+    for g in moved:
+        n, _ = report.dropped.pop(g)
+        report.used[g] = report.used.get(g, 0) + n
+    if moved:
+        report.notes.append(f"the fine-tuned classifier is evaluated as it is: {', '.join(moved)} used, not dropped")
+    return replace(source, loaded=replace(source.loaded, report=report))
 
 
 def benchmark_paths(cfg: Any, wanted: list[str]) -> tuple[dict[str, Path | None], str]:
@@ -190,8 +211,12 @@ def run(ctx: RunContext) -> dict[str, Any]:
     if unknown:
         raise ConfigError(f"benchmarks: unknown {unknown}; known: {list(BENCHMARKS)}")
     model, saved = load_classifier(ckpt)
-    ctx.source  # the record's source, read (and described) now rather than after the evaluation
     model.to(info.device)
+    # The record's source is the classifier as it is evaluated (its head used, not dropped), read now
+    # rather than after the evaluation.
+    ctx.source = _as_evaluated(load_pretrained(ckpt), model)
+    for line in ctx.source.describe():
+        ctx.log(line)
     space = for_classes(saved.get("classes") or [])
     if space.num_classes != saved["classifier"]["num_classes"]:
         raise DataError(f"{ckpt}: its class list ({space.num_classes}) does not match its head "
