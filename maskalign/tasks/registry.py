@@ -34,7 +34,8 @@ from maskalign.tasks.spec import JobSpec, source_run_of
 #: The stage every transfer task consumes unless it says otherwise: the pre-trained encoder.
 PRETRAIN = "pretrain"
 #: Modules that define the built-in tasks; imported when a task is first looked up.
-BUILTIN_MODULES = ("maskalign.transfer.tasks", "maskalign.detection.task", "maskalign.segmentation.task")
+BUILTIN_MODULES = ("maskalign.transfer.tasks", "maskalign.detection.task", "maskalign.segmentation.task",
+                   "maskalign.transfer.frozen_tasks")
 #: Record tasks that are not transfer tasks (pre-training, the speed benchmark).
 OTHER_RECORD_TASKS = (PRETRAIN, "speed")
 
