@@ -5,8 +5,9 @@
   val images both through the eval transform (Resize / CenterCrop), no augmentation.
 * Similarity: the dot product of the normalised features (cosine).
 * Vote: the k nearest train images' labels, each weighted by ``exp(sim / T)`` (T = 0.07), summed
-  per class; the classes ranked by that sum give top-1 and top-5. Ties between classes go to the
-  lower class index (a stable sort), so a result never depends on the device.
+  per class; the classes ranked by that sum give top-1 and top-5. Ties go to the lower index --
+  between classes, the lower class; between equally similar train images, the one earlier in the
+  train set -- so a result depends neither on the device nor on the chunking.
 * Every k (10, 20, 100, 200) comes from one similarity pass: the top max-k neighbours of each
   query are found once, sorted, and each k reads their first k (DINOv2 does the same).
 * The similarity is computed in blocks of ``query_chunk`` queries (and, optionally,
@@ -57,21 +58,38 @@ def ranked_classes(scores: torch.Tensor, n: int = 5) -> torch.Tensor:
     return scores.sort(dim=1, descending=True, stable=True).indices[:, : min(n, scores.shape[1])]
 
 
+def _top(sims: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``topk`` with ties broken by the lower bank index, also at the k-th place (exact for every k <= k)."""
+    vals, idx = sims.topk(k, dim=1)
+    order = idx.argsort(dim=1)
+    vals, idx = vals.gather(1, order), idx.gather(1, order)
+    order = vals.argsort(dim=1, descending=True, stable=True)
+    vals, idx = vals.gather(1, order), idx.gather(1, order)
+    crowded = (sims >= vals[:, -1:]).sum(dim=1) > k  # more images tie at the k-th place than fit: rare
+    if bool(crowded.any()):
+        rows = crowded.nonzero().squeeze(1)
+        s, i = sims[rows].sort(dim=1, descending=True, stable=True)
+        vals[rows], idx[rows] = s[:, :k], i[:, :k]
+    return vals, idx
+
+
 def nearest(queries: torch.Tensor, bank: torch.Tensor, k: int,
             bank_chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``k`` most similar bank rows of each query: (similarities, indices), best first."""
+    """The ``k`` most similar bank rows of each query: (similarities, indices), best first; equal
+    similarities in bank order."""
     k = min(k, bank.shape[0])
     if not bank_chunk or bank_chunk >= bank.shape[0]:
-        return (queries @ bank.T).topk(k, dim=1)
+        return _top(queries @ bank.T, k)
     best_s = best_i = None
     for start in range(0, bank.shape[0], bank_chunk):
         block = bank[start:start + bank_chunk]
-        s, i = (queries @ block.T).topk(min(k, block.shape[0]), dim=1)
+        s, i = _top(queries @ block.T, min(k, block.shape[0]))
         i = i + start
-        if best_s is not None:
+        if best_s is not None:  # earlier blocks first: a stable sort keeps the lower index ahead on a tie
             s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)  # type: ignore[list-item]
-        s, pos = s.topk(min(k, s.shape[1]), dim=1)
-        best_s, best_i = s, i.gather(1, pos)
+            s, pos = s.sort(dim=1, descending=True, stable=True)
+            s, i = s[:, :k], i.gather(1, pos[:, :k])
+        best_s, best_i = s, i
     return best_s, best_i  # type: ignore[return-value]
 
 
