@@ -1,0 +1,80 @@
+"""The frozen-feature tasks end to end on the demo world (``slow``): k-NN, DINOv2's linear grid
+(``linprobe --config dinov2_grid``) and the attentive probe, each from this project's encoder
+and from a published-format file (DINOv2 with registers, official layout), through the entry
+point and the launcher (``--local``), each writing a record and a row of its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import encoder_formats as fmts
+import pytest
+from ade20k_helpers import fabricate_encoder
+from omegaconf import OmegaConf
+
+from maskalign.config import config_dir, load_config
+from maskalign.records import read_record
+from maskalign.results.fmt import parse_cell
+from maskalign.results.render_all import make_tables
+from maskalign.transfer import cli
+
+pytestmark = pytest.mark.slow
+SHORT = ["data.num_workers=0", "seed=0"]
+TRAIN_SHORT = ["optim.epochs=1", "runtime.max_steps=2", *SHORT]
+# task, config, overrides, the table its record fills, a column of that table
+RUNS = [("knn", None, SHORT, "knn", "k=20"),
+        ("linprobe", "dinov2_grid", [*TRAIN_SHORT, "grid.lrs=[0.01,0.1]"], "linear_grid", "Top-1"),
+        ("attentive", None, TRAIN_SHORT, "attentive", "Top-1")]
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("frozen_sources")
+    ours, _ = fabricate_encoder(root / "ours")
+    return {"ours": str(ours), "dinov2_reg": fmts.demo_sized(root / "dinov2_reg", "dinov2_reg")}
+
+
+@pytest.mark.parametrize("source", ["ours", "dinov2_reg"])
+def test_frozen_protocols_write_records_and_table_rows(sources: dict[str, str], source: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    for task, config, overrides, _, _ in RUNS:
+        args = ["--ckpt", sources[source], "--output-dir", str(out), "--name", f"{task}-{source}", "--local",
+                *(["--config", config] if config else []), *overrides]
+        assert cli.run(task, args) == 0, capsys.readouterr().err[-2000:]
+        rec = read_record(out / task / f"{task}-{source}" / "record.json")
+        assert rec.task == task and 0.0 <= rec.metrics["top1"] <= 100.0
+        if source == "dinov2_reg":
+            assert rec.method.startswith("external:dinov2_reg") and rec.config["encoder"]["family"] == "dinov2_reg"
+        else:
+            assert rec.method == "maskalign"
+    grid = read_record(out / "linprobe" / f"linprobe-{source}" / "record.json")
+    assert grid.config["protocol"] == "dinov2" and grid.config["winner"]["name"].startswith("blocks")
+    knn = read_record(out / "knn" / f"knn-{source}" / "record.json")
+    assert {f"knn{k}_top1" for k in (10, 20, 100, 200)} <= set(knn.metrics)
+    assert knn.metrics["top1"] == knn.metrics["knn20_top1"]
+
+    summary = make_tables(out, tmp_path / "tables")
+    for task, _, _, table, column in RUNS:
+        frame = summary.tables[table].frame
+        row = frame[frame["Run"] == f"{task}/{task}-{source}"]
+        assert len(row) == 1, (table, frame.to_string())
+        assert parse_cell(row[column].iloc[0]) is not None
+    lp = summary.tables["table1"].frame
+    assert not (lp["Run"] == f"linprobe/linprobe-{source}").any()  # the grid is not Table 1's LP column
+
+
+def test_a_second_knn_run_reads_the_cached_features(sources: dict[str, str], tmp_path: Path) -> None:
+    from maskalign.transfer import knn
+
+    def cfg(*extra: str):
+        c = load_config(None, [f"output_dir={tmp_path}", "name=cached", *SHORT, *extra], config_dir("knn"))
+        return OmegaConf.create(OmegaConf.to_container(c))
+
+    first = knn.run(cfg(), sources["ours"])
+    assert first["images_encoded"] == 1500  # the demo world: 1200 train + 300 val images
+    again = knn.run(cfg("knn.ks=[1,20]", "knn.temperature=0.1", "knn.query_chunk=7", "knn.bank_chunk=100"),
+                    sources["ours"])
+    assert again["images_encoded"] == 0 and set(again["per_k"]) == {"1", "20"}
+    same = knn.run(cfg("knn.query_chunk=7", "knn.bank_chunk=100"), sources["ours"])
+    assert same["images_encoded"] == 0 and same["metrics"] == first["metrics"]
