@@ -128,7 +128,9 @@ def test_ade20k_dinov2_registers_at_512px_one_iteration(tmp_path: Path) -> None:
     require_mmseg()
     spec = _demo_dinov2(tmp_path / "enc", 4)
     crop = "[512,512]"
+    # the demo UperNet at the paper's 512 px crop; patch 16 as in the ViT-B/16 recipe, which takes a /14 encoder
     args = ["--ckpt", spec, "--output-dir", str(tmp_path), "--name", "reg512",
+            "model.backbone.patch_size=16", "model.neck.rescales=[4,2,1,0.5]",
             f"model.backbone.img_size={crop}", f"model.data_preprocessor.size={crop}",
             f"model.test_cfg.crop_size={crop}", "model.test_cfg.stride=[341,341]",
             "train_dataloader.dataset.pipeline.2.scale=[2048,512]",
