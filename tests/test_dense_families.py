@@ -147,3 +147,62 @@ def test_ade20k_dinov2_registers_at_512px_one_iteration(tmp_path: Path) -> None:
     bb = rec.config["backbone"]
     assert bb["type"] == "MaskalignTimmViT" and bb["patch_size"] == 14 and list(bb["img_size"]) in ([512, 512], 512)
     assert rec.method.startswith("external:dinov2_reg")
+
+
+def _vitb_file(tmp: Path, family: str) -> str:
+    """A ViT-B-sized file in the family's official layout: DINOv2 ViT-B/14 (hub layout), BEiT v2 ViT-B/16."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    if family == "dinov2":
+        path, _ = fmts.dinov2(tmp, img_size=224, embed_dim=768, depth=12, num_heads=12)
+        return f"{path}#num_heads=12"
+    ref = fmts.timm_model("beitv2_base_patch16_224", 224, embed_dim=768, depth=12, num_heads=12, global_pool="token")
+    torch.save({"model": dict(ref.state_dict())}, tmp / "beitv2_base.pth")
+    return f"{tmp / 'beitv2_base.pth'}#num_heads=12"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["dinov2", "beit"])
+def test_vitdet_b_recipe_one_iteration_at_vitb_size(tmp_path: Path, family: str) -> None:
+    """ViTDet-B's own config (windows 14, global blocks 2/5/8/11, SimpleFeaturePyramid at stride 16)
+    with a ViT-B encoder of the family, at 256 px instead of 1024 (the CPU's budget): the weights fit
+    exactly and one training step runs forward and backward."""
+    from coco_helpers import require_detectron2
+
+    require_detectron2()
+    from detectron2.config import instantiate
+    from detectron2.structures import BitMasks, Boxes, Instances
+
+    from maskalign.detection import configs
+    from maskalign.detection.timm_backbone import detectron2_state, fit_backbone
+    from maskalign.detection.train import backbone_fit
+
+    spec = _vitb_file(tmp_path, family)
+    source = load_pretrained(spec)
+    cfg = configs.load_config("mask_rcnn_vitdet_b_100ep",
+                              ["model.backbone.net.img_size=256", "model.backbone.square_pad=256"])
+    fit_backbone(cfg, source, spec)
+    model = instantiate(cfg.model)
+    fit = backbone_fit(model, detectron2_state(source, cfg))
+    assert not fit["unexpected"] and not fit["shape"]
+    assert not [k for k in fit["missing"] if k.startswith("backbone.net.")]  # every encoder tensor is loaded
+    model.load_state_dict(detectron2_state(source, cfg), strict=False)
+    assert model.backbone.net.output_shape()["last_feat"].stride == 16
+    if family == "beit":  # windowed blocks keep the 14 x 14 table as trained; global ones get 16 x 16
+        blocks = model.backbone.net.dense.model.blocks
+        assert blocks[0].attn.relative_position_bias_table.shape[0] == 27 * 27 + 3
+        assert blocks[2].attn.relative_position_bias_table.shape[0] == 31 * 31 + 3
+    g = torch.Generator().manual_seed(0)
+    inst = Instances((256, 256), gt_boxes=Boxes(torch.tensor([[20.0, 30.0, 120.0, 150.0], [100.0, 40.0, 200.0, 90.0]])),
+                     gt_classes=torch.tensor([3, 17]))
+    masks = torch.zeros(2, 256, 256, dtype=torch.bool)
+    masks[0, 30:150, 20:120] = True
+    masks[1, 40:90, 100:200] = True
+    inst.gt_masks = BitMasks(masks)
+    image = (torch.rand(3, 256, 256, generator=g) * 255).to(torch.uint8)
+    model.train()
+    losses = model([{"image": image, "instances": inst, "height": 256, "width": 256}])
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.startswith("backbone.net.dense.model.blocks.0.")]
+    assert grads and all(gr is not None and torch.isfinite(gr).all() for gr in grads)
