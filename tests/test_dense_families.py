@@ -171,6 +171,7 @@ def test_vitdet_b_recipe_one_iteration_at_vitb_size(tmp_path: Path, family: str)
     require_detectron2()
     from detectron2.config import instantiate
     from detectron2.structures import BitMasks, Boxes, Instances
+    from detectron2.utils.events import EventStorage
 
     from maskalign.detection import configs
     from maskalign.detection.timm_backbone import detectron2_state, fit_backbone
@@ -200,7 +201,8 @@ def test_vitdet_b_recipe_one_iteration_at_vitb_size(tmp_path: Path, family: str)
     inst.gt_masks = BitMasks(masks)
     image = (torch.rand(3, 256, 256, generator=g) * 255).to(torch.uint8)
     model.train()
-    losses = model([{"image": image, "instances": inst, "height": 256, "width": 256}])
+    with EventStorage(0):  # detectron2's training forward logs into it
+        losses = model([{"image": image, "instances": inst, "height": 256, "width": 256}])
     total = sum(losses.values())
     assert torch.isfinite(total)
     total.backward()
