@@ -78,3 +78,36 @@ def test_a_second_knn_run_reads_the_cached_features(sources: dict[str, str], tmp
     assert again["images_encoded"] == 0 and set(again["per_k"]) == {"1", "20"}
     same = knn.run(cfg("knn.query_chunk=7", "knn.bank_chunk=100"), sources["ours"])
     assert same["images_encoded"] == 0 and same["metrics"] == first["metrics"]
+
+
+def test_knn_on_two_processes_equals_one(sources: dict[str, str], demo_imagenet: Path, tmp_path: Path) -> None:
+    """Each process encodes its shard; the banks are gathered back into data-set order, so two
+    processes (gloo, CPU) give the one-process features and numbers; one record, one cache."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    import torch
+    from transfer_helpers import mini_imagenet
+
+    mini = mini_imagenet(demo_imagenet, tmp_path / "mini")
+    args = [f"data.root={mini}", "data.dataset=imagenet", "data.batch_size=8", *SHORT]
+    script = str(Path(__file__).resolve().parents[1] / "transfer" / "knn.py")
+    assert cli.run("knn", ["--ckpt", sources["ours"], "--output-dir", str(tmp_path), "--name", "one", "--local",
+                           *args]) == 0
+    torchrun = shutil.which("torchrun")
+    cmd = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    res = subprocess.run([*cmd, "--nproc_per_node", "2", "--master_port", "29631", script, "--ckpt",
+                          sources["ours"], "--output-dir", str(tmp_path), "--name", "two", *args],  # no SLURM: here
+                         capture_output=True, text=True, timeout=600, env=dict(os.environ), check=False)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert out.count("running knn:two") == 2 and out.count("[knn] encoder ") == 1  # two ranks, one world
+    one, two = tmp_path / "knn" / "one", tmp_path / "knn" / "two"
+    assert read_record(two / "record.json").metrics == read_record(one / "record.json").metrics
+    for split in ("train", "val"):
+        a, b = torch.load(one / "features" / f"{split}.pt"), torch.load(two / "features" / f"{split}.pt")
+        assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["features"], b["features"], atol=1e-5)
+    assert json.loads((two / "knn.json").read_text()) == json.loads((one / "knn.json").read_text())
