@@ -111,3 +111,32 @@ def test_knn_on_two_processes_equals_one(sources: dict[str, str], demo_imagenet:
         a, b = torch.load(one / "features" / f"{split}.pt"), torch.load(two / "features" / f"{split}.pt")
         assert torch.equal(a["labels"], b["labels"]) and torch.allclose(a["features"], b["features"], atol=1e-5)
     assert json.loads((two / "knn.json").read_text()) == json.loads((one / "knn.json").read_text())
+
+
+def test_the_grid_probe_resumes_where_it_stopped(sources: dict[str, str], tmp_path: Path) -> None:
+    """Stopped after its first epoch and run again, the grid ends where an uninterrupted run ends:
+    the heads, their momentum buffers and the sampler's epoch come back from ``checkpoint.pth``."""
+    import json
+
+    import torch
+
+    from maskalign.transfer import linprobe
+
+    def cfg(name: str, *extra: str):
+        c = load_config("dinov2_grid", [f"output_dir={tmp_path}", f"name={name}", "optim.epochs=2",
+                                        "grid.lrs=[0.01,0.1]", "optim.total_batch_size=256", *SHORT, *extra],
+                        config_dir("linprobe"))
+        return OmegaConf.create(OmegaConf.to_container(c))
+
+    straight = linprobe.run(cfg("straight"), sources["ours"])
+    linprobe.run(cfg("resumed", "runtime.max_steps=4"), sources["ours"])  # 1080 train images / 256: 4 steps an epoch
+    assert torch.load(tmp_path / "linprobe" / "resumed" / "checkpoint.pth")["epoch"] == 1
+    resumed = linprobe.run(cfg("resumed"), sources["ours"])
+    a = torch.load(tmp_path / "linprobe" / "straight" / "checkpoint.pth")
+    b = torch.load(tmp_path / "linprobe" / "resumed" / "checkpoint.pth")
+    assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"] == 8
+    for k in a["grid"]:
+        assert torch.equal(a["grid"][k], b["grid"][k]), k
+    assert resumed["metrics"] == straight["metrics"] and resumed["winner"] == straight["winner"]
+    log = (tmp_path / "linprobe" / "resumed" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in log] == [0, 1]  # the second run trained epoch 2 only

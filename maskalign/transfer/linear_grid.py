@@ -291,6 +291,8 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
               f"images at {img_size}px, batch {total}, {epochs} epochs"
               + (f"; resumed at epoch {start}" if state else ""), flush=True)
     log = out / "log.jsonl"
+    if info.is_main and start == 0 and log.exists():  # a fresh start: no lines of an earlier attempt
+        log.unlink()
     max_steps = cfg.runtime.max_steps
     for epoch in range(start, epochs):
         sampler.set_epoch(epoch)
