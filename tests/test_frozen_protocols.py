@@ -240,3 +240,15 @@ def test_table1_lp_column_reads_maes_probe_and_the_grid_has_its_own_table() -> N
     assert spec.protocol == "dinov2" and "Head" in spec.settings
     assert {s.name for s in get_task("knn").tables()} == {"knn"}
     assert {s.name for s in get_task("attentive").tables()} == {"attentive"}
+
+
+def test_attentive_decay_groups_follow_vjepa() -> None:
+    from maskalign.transfer.attentive import param_groups
+
+    pool = AttentivePooler(8, 2)
+    decay, no_decay = param_groups(pool, 1e-3)
+    names = {id(p): n for n, p in pool.named_parameters()}
+    assert {names[id(p)] for p in decay["params"]} == {"query", "xattn.q.weight", "xattn.kv.weight",
+                                                      "mlp.0.weight", "mlp.2.weight"}
+    assert all(names[id(p)].endswith(("bias", "norm1.weight", "norm2.weight")) for p in no_decay["params"])
+    assert decay["weight_decay"] == 1e-3 and no_decay["weight_decay"] == 0.0

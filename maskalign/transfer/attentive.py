@@ -11,7 +11,7 @@ V-JEPA's ``AttentivePooler`` + ``AttentiveClassifier`` (``src/models/attentive_p
   but never applies it); no final norm; then ``Linear(D, classes)``. Linear weights start from
   ``trunc_normal_(std=0.02)``, biases from 0, LayerNorms from (1, 0).
 * recipe (V-JEPA's ImageNet config, ``vjepa_in1k.yaml``): AdamW, lr 1e-3 cosine to 0, no warm-up;
-  weight decay 1e-3 cosine to 1e-6 (none on biases and 1-D tensors); gradient clipping 1.0;
+  weight decay 1e-3 cosine to 1e-6 (none on biases and 1-D tensors; the query decays); gradient clipping 1.0;
   20 epochs at batch 1024, 224 px; timm's AutoAugment ('original') and random erasing 0.25.
 * AIM v1's probe differs (BatchNorm over the tokens, the query used directly as q, no residual
   or MLP, tokens averaged over the last 6 blocks before the norm); its repository gives no
@@ -136,12 +136,13 @@ class CosineDecayAdamW(torch.optim.AdamW):
 
 
 def param_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Decay on matrices only: biases, LayerNorms and the query (1-D or a single row) get none."""
+    """V-JEPA's two groups: no decay on biases and 1-D tensors (LayerNorms); every other tensor,
+    the (1, 1, D) query included, decays."""
     decay, no_decay = [], []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith((".bias", "query")) else decay).append(p)
+        (no_decay if p.ndim <= 1 or "bias" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
