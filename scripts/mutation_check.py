@@ -368,6 +368,21 @@ MUTATIONS: list[Mutation] = [
     M("tables-time-inverted", "maskalign/results/tables.py",
       '"Time": c / b if c is not None and b else None', '"Time": b / c if c else None',
       ("tests/test_results_tables.py",)),
+    # --- frozen-feature protocols and dense families ----------------------------------------------
+    M("knn-vote-no-temperature", "maskalign/transfer/knn.py",
+      "weights = (sims / temperature).exp()", "weights = sims.exp()", ("tests/test_frozen_protocols.py",)),
+    M("knn-boundary-tie-arbitrary", "maskalign/transfer/knn.py",
+      "if bool(crowded.any()):", "if False:", ("tests/test_frozen_protocols.py",)),
+    M("grid-sgd-no-momentum", "maskalign/transfer/linear_grid.py",
+      "buf.mul_(self.momentum).add_(p.grad)", "buf.add_(p.grad)", ("tests/test_frozen_protocols.py",)),
+    M("attentive-no-token-norm", "maskalign/transfer/attentive.py",
+      "q = q + self.xattn(q, self.norm1(tokens))", "q = q + self.xattn(q, tokens)",
+      ("tests/test_frozen_protocols.py",)),
+    M("vitdet-patch14-align-corners", "maskalign/detection/timm_backbone.py",
+      'mode="bilinear", align_corners=False)', 'mode="bilinear", align_corners=True)',
+      ("tests/test_dense_families.py",)),
+    M("beit-window-table-from-dense-grid", "maskalign/encoders/dense.py",
+      'if loaded.family != "beit" or not window:', "if True:", ("tests/test_dense_families.py",)),
 ]
 
 

@@ -67,11 +67,13 @@ def test_hub_names_offline_fail_in_one_line() -> None:
                     "open_clip could not load pretrained 'laion2b_s34b_b88k'")
 
 
-def test_dense_task_given_a_family_it_cannot_express(tmp_path: Path) -> None:
+def test_dense_task_routes_beit_and_patch14(tmp_path: Path) -> None:
     path, _ = fmts.beit(tmp_path)
-    _one_line_error(_inspect(f"{path}#num_heads=2", "--task", "coco"), "relative position bias", "per-window")
+    proc = _inspect(f"{path}#num_heads=2", "--task", "coco")
+    assert proc.returncode == 0 and "relative position tables resized per window" in proc.stdout
     path, _ = fmts.dinov2(tmp_path)
-    _one_line_error(_inspect(f"{path}#num_heads=2", "--task", "coco"), "patch size 14")
+    proc = _inspect(f"{path}#num_heads=2", "--task", "coco")
+    assert proc.returncode == 0 and "stride-14 map resampled onto the stride-16 grid" in proc.stdout
 
 
 def test_timm_name_calls_timm_pretrained_download(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -63,12 +63,13 @@ def test_each_window_equals_the_block_on_that_window_alone(tmp_path: Path) -> No
         assert not torch.allclose(out, glob, atol=1e-3)
 
 
-def test_beit_with_windows_is_refused(tmp_path: Path) -> None:
+def test_beit_windows_get_window_tables_and_without_windows_beit_is_exact(tmp_path: Path) -> None:
     path, _ = fmts.beit(tmp_path)
+    windowed = load_encoder(f"{path}#num_heads=2", img_size=64).model
+    DenseViT(windowed, window_size=4, global_blocks=[1])  # tests/test_dense_families.py: exact per window
+    assert windowed.blocks[0].attn.relative_position_bias_table.shape[0] == 7 * 7 + 3
+    assert windowed.blocks[1].attn.relative_position_bias_table.shape[0] == 15 * 15 + 3
     model = load_encoder(f"{path}#num_heads=2", img_size=64).model
-    with pytest.raises(Exception, match="relative position bias") as e:
-        DenseViT(model, window_size=4, global_blocks=[1])
-    assert "\n" not in str(e.value)
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():  # without windows BEiT is exact
         got = DenseViT(model, out_indices=[-1])(x)[0]

@@ -22,7 +22,7 @@ from maskalign.tasks import PRETRAIN, RunContext, Task, get_task, register_task,
 from maskalign.transfer import cli
 
 TOY_SCORE = "toy_score"
-BUILTIN = ("pretrain", "finetune", "linprobe", "robustness", "coco", "ade20k")
+BUILTIN = ("pretrain", "finetune", "linprobe", "robustness", "coco", "ade20k", "knn", "attentive")
 
 
 @register_task
@@ -91,7 +91,7 @@ def test_every_builtin_task_keeps_the_contract(name: str, tmp_path: Path) -> Non
     assert task.consumes is None if name == PRETRAIN else (task.consumes in registered_tasks())
     assert task.metrics and all(isinstance(m, str) and m for m in task.metrics)
     assert task.config_dir is not None and task.config_dir.is_dir()
-    suffix = ".yaml" if name in ("pretrain", "finetune", "linprobe", "robustness") else ".py"
+    suffix = ".yaml" if name in ("pretrain", "finetune", "linprobe", "robustness", "knn", "attentive") else ".py"
     assert (task.config_dir / f"{Path(task.default_config).stem}{suffix}").is_file()
     # one command line: flags and overrides in any order; --output-dir is the root for every task
     p = cli.get_args_parser(name)

@@ -19,16 +19,19 @@ def dense_route(loaded: object, task: str) -> str:
     from maskalign.encoders.families import is_plain_vit
 
     family, state, arch = loaded.family, loaded.state, loaded.arch  # type: ignore[attr-defined]
-    if is_plain_vit(state, family):
+    patch = int(arch["patch_size"])
+    if is_plain_vit(state, family) and (task != "coco" or patch in (8, 16)):
         return f"{task}: plain ViT -> {'detectron2' if task == 'coco' else 'mmseg'}'s own ViT backbone (as always)"
     if task == "coco":
+        if patch not in (8, 14, 16):
+            raise UserError(f"coco: patch size {patch} is not supported by the ViTDet pyramid here "
+                            f"(supported: 8, 16, and 14 resampled onto the stride-16 grid)")
+        route = "coco: timm wrapper (maskalign.detection.timm_backbone.TimmViTBackbone), ViTDet windows"
         if family == "beit":
-            raise UserError(f"coco: {family} cannot run as ViTDet's backbone: its relative position bias is tied "
-                            f"to one token grid and ViTDet's windowed blocks would need per-window tables")
-        if int(arch["patch_size"]) not in (8, 16):
-            raise UserError(f"coco: patch size {arch['patch_size']} is not supported by the ViTDet pyramid here "
-                            f"(supported: 8, 16)")
-        return "coco: timm wrapper (maskalign.detection.timm_backbone.TimmViTBackbone), ViTDet windows"
+            route += "; relative position tables resized per window and for the global blocks"
+        if patch == 14:
+            route += "; the stride-14 map resampled onto the stride-16 grid"
+        return route
     return "ade20k: timm wrapper (maskalign.segmentation.timm_backbone.MaskalignTimmViT), global attention"
 
 

@@ -14,12 +14,18 @@ model's own modules instead, so every tensor of the encoder is used:
   tokens' outputs are averaged over the windows (the one choice this adds);
 * the final ``norm`` is applied to the last block's output, as in the timm model.
 
-BEiT's relative position bias is tied to one token grid, so BEiT runs here only without windows.
+BEiT's relative position bias is tied to one token grid: under windows each windowed block gets a
+table for the window's grid, resized from the table it holds with timm's
+``resize_rel_pos_bias_table`` (BEiT's own resizing for dense tasks: the table interpolated over
+relative offsets, the three [CLS] entries kept) -- :func:`window_rel_pos_tables`; global blocks keep
+the table of the full grid. Loading a file, the family's timm filter resizes each block's stored
+table straight to that block's grid (``detection.timm_backbone.detectron2_state``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,6 +54,46 @@ def window_unpartition(x: torch.Tensor, window: int, padded: tuple[int, int], si
     return x.reshape(b, hp, wp, c)[:, : size[0], : size[1]].contiguous()
 
 
+def window_rel_pos_tables(model: nn.Module, window: int, global_blocks: set[int]) -> list[int]:
+    """Give BEiT's windowed blocks (those not in ``global_blocks``) relative position tables for a
+    ``window`` x ``window`` grid, resized from their current tables; returns the blocks changed."""
+    from timm.layers import resize_rel_pos_bias_table
+    from timm.models.beit import gen_relative_position_index
+
+    changed = []
+    for i, blk in enumerate(model.blocks):  # type: ignore[arg-type]
+        attn = blk.attn
+        table = getattr(attn, "relative_position_bias_table", None)
+        if i in global_blocks or table is None or tuple(attn.window_size) == (window, window):
+            continue
+        size = (2 * window - 1) ** 2 + 3
+        with torch.no_grad():
+            new = resize_rel_pos_bias_table(table.detach(), new_window_size=(window, window),
+                                            new_bias_shape=(size, table.shape[1]))
+        attn.window_size = (window, window)
+        attn.num_relative_distance = size
+        attn.relative_position_bias_table = nn.Parameter(new.to(table), requires_grad=table.requires_grad)
+        attn.relative_position_index = gen_relative_position_index((window, window), device=table.device)
+        changed.append(i)
+    return changed
+
+
+def build_windowed(loaded: Any, img_size: int, window: int, global_blocks: set[int]) -> nn.Module:
+    """``loaded``'s encoder (a ``LoadedEncoder``) at ``img_size`` for ``DenseViT(window, global_blocks)``:
+    for BEiT, each windowed block's table is resized from the stored one straight to the window
+    (one resize, by the family's timm filter), the global blocks' to the whole grid."""
+    if loaded.family != "beit" or not window:
+        return loaded.build(img_size)[0]
+    from maskalign.encoders import convert
+    from maskalign.encoders.load import build_model
+
+    model = build_model(loaded.arch, img_size)
+    window_rel_pos_tables(model, window, global_blocks)
+    convert.load_strict(model, convert.fit_to_model(loaded.state, model, "beit", False),
+                        str(loaded.meta["source"]["spec"]), "beit")
+    return model.eval()
+
+
 class DenseViT(nn.Module):
     """Feature maps of a timm ViT (``VisionTransformer`` or ``Beit``) for dense prediction.
 
@@ -68,8 +114,10 @@ class DenseViT(nn.Module):
         self.out_indices = [int(i) % depth for i in out_indices]
         self.is_beit = hasattr(model, "rel_pos_bias")
         if self.is_beit and self.window_size and len(self.global_blocks) < depth:
-            raise EncoderError("BEiT as a windowed backbone: its relative position bias is tied to one token grid; "
-                               "windowed blocks would need per-window tables, which its weights do not have")
+            if getattr(model, "rel_pos_bias", None) is not None:
+                raise EncoderError("BEiT with one shared relative position table as a windowed backbone: the "
+                                   "windowed and the global blocks would need tables of two grids")
+            window_rel_pos_tables(model, self.window_size, self.global_blocks)
         self.num_prefix = int(getattr(model, "num_prefix_tokens", 1))
         self.embed_dim = int(model.embed_dim)  # type: ignore[arg-type]
         self.patch_size = int(model.patch_embed.patch_size[0])  # type: ignore[index]

@@ -61,6 +61,18 @@ class Spec:
     settings_from: str  # "record": ours rows describe the record; "reference": the paper's setting
     paper_rows: bool  # comparison table: the paper's rows first, then ours, with a Source column
     membership: str  # "tagged" (Table 1, 3-6) or "by_key" (2, 7, robustness, segmentation)
+    protocol: str | None = None  # only records whose config names this protocol (linprobe: mae | dinov2)
+
+
+def record_protocol(config: dict[str, Any] | None) -> str:
+    """The protocol a record ran (its config's ``protocol``; MAE's probe for records without one)."""
+    return str((config or {}).get("protocol") or "mae")
+
+
+def of_protocol(records: pd.DataFrame, protocol: str | None) -> pd.DataFrame:
+    if protocol is None or records.empty:
+        return records
+    return records[records["config"].map(lambda c: record_protocol(c) == protocol)]
 
 
 @dataclass
@@ -232,7 +244,8 @@ def _plain_values(spec: Spec, notes: list[str]) -> Values:
 
 
 def _table1_values(spec: Spec, ref: Reference, records: pd.DataFrame, notes: list[str]) -> Values:
-    lp = newest_per_slot(records[records["task"] == "linprobe"], spec, ref, "linprobe", notes)
+    lp_records = of_protocol(records[records["task"] == "linprobe"], "mae")  # the paper's probe, not DINOv2's grid
+    lp = newest_per_slot(lp_records, spec, ref, "linprobe", notes)
     plain = _plain_values(spec, notes)
 
     def values(slot: str, rec: pd.Series | None) -> dict[str, float | None]:
@@ -293,6 +306,7 @@ def _record_settings(spec: Spec, ref: Reference, slot: str, rec: pd.Series) -> d
         "Reconstruct Ratio": lambda: fmt.percent(rec["reconstruct_ratio"]),
         "Epochs": lambda: fmt.integer(_epochs(rec) if spec.task == "speed" else rec["pt_epochs"]),
         "PT Epochs": lambda: fmt.integer(rec["pt_epochs"]),
+        "Head": lambda: str((rec["config"].get("winner") or {}).get("name", NOT_APPLICABLE)),
     }
     return {c: getters[c]() for c in spec.settings}
 
@@ -325,7 +339,7 @@ def value_columns(spec: Spec, ref: Reference) -> tuple[list[str], list[str]]:
 
 def build_table(spec: Spec, ref: Reference, records: pd.DataFrame) -> TableResult:
     notes: list[str] = []
-    mine = records[records["task"] == spec.task]
+    mine = of_protocol(records[records["task"] == spec.task], spec.protocol)
     chosen = newest_per_slot(mine, spec, ref, spec.task, notes)
     if spec.name == "table1":
         values = _table1_values(spec, ref, records, notes)

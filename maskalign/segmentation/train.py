@@ -133,6 +133,8 @@ def check_arch(backbone_cfg: Any, arch: dict[str, Any], config_name: str) -> Non
     want = {"embed_dims": int(arch["embed_dim"]), "num_layers": int(arch["depth"]),
             "num_heads": int(arch["num_heads"]), "patch_size": int(arch["patch_size"]), "mlp_ratio": mlp}
     have = {k: backbone_cfg.get(k) for k in want}
+    if want["patch_size"] == 14 and have["patch_size"] == 16:  # DINOv2 under a /16 recipe: its stride-14 maps
+        have["patch_size"] = 14  # feed the neck as they are (UperNet resizes every level to the first)
     diff = [f"{k} {have[k]} (config) vs {v} (checkpoint)" for k, v in want.items()
             if have[k] is None or float(have[k]) != float(v)]
     if diff:

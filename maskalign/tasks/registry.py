@@ -15,7 +15,7 @@ cheap checks before anything is launched, and its science::
         def run(self, ctx: RunContext) -> dict:
             return {"metrics": {"score": ...}}   # the job writes record.json from these
 
-The built-in tasks live in ``maskalign/<area>/task.py`` (or ``tasks.py``) modules, found and
+The built-in tasks live in ``maskalign/<area>/*task.py`` (or ``*tasks.py``) modules, found and
 imported on first lookup (:func:`builtin_modules`), then the modules that installed plug-ins name
 under the entry-point group ``maskalign.tasks`` (:mod:`maskalign.plugins`); any other module
 registers its tasks by being imported (a test file, ``--pipeline NAME=package.module``).
@@ -38,12 +38,13 @@ if TYPE_CHECKING:
 
 #: The stage every transfer task consumes unless it says otherwise: the pre-trained encoder.
 PRETRAIN = "pretrain"
-#: The file names that hold an area's tasks: every ``maskalign/<area>/task.py`` and ``tasks.py`` is
-#: imported when a task is first looked up, so a new in-tree task needs no edit of this file.
-TASK_MODULE_NAMES = ("task.py", "tasks.py")
+#: The file names that hold an area's tasks: every ``maskalign/<area>/*task.py`` and ``*tasks.py``
+#: (``task.py``, ``frozen_tasks.py`` ...) is imported when a task is first looked up, so a new
+#: in-tree task needs no edit of this file.
+TASK_MODULE_PATTERNS = ("*task.py", "*tasks.py")
 #: The order tables and listings show the built-in tasks in (others follow, by module name).
 BUILTIN_ORDER = ("maskalign.engine.task", "maskalign.transfer.tasks", "maskalign.detection.task",
-                 "maskalign.segmentation.task")
+                 "maskalign.segmentation.task", "maskalign.transfer.frozen_tasks")
 #: Record tasks that are not registered tasks (the speed benchmark).
 OTHER_RECORD_TASKS = ("speed",)
 
@@ -151,9 +152,10 @@ def register_task(cls: T) -> T:
 
 
 def builtin_modules() -> list[str]:
-    """The in-tree task modules: ``maskalign/<area>/task.py`` and ``tasks.py``, in :data:`BUILTIN_ORDER` first."""
+    """The in-tree task modules (:data:`TASK_MODULE_PATTERNS`), those of :data:`BUILTIN_ORDER` first."""
     root = Path(__file__).resolve().parents[1]
-    found = {f"maskalign.{p.parent.name}.{p.stem}" for name in TASK_MODULE_NAMES for p in root.glob(f"*/{name}")}
+    found = {f"maskalign.{p.parent.name}.{p.stem}"
+             for pattern in TASK_MODULE_PATTERNS for p in root.glob(f"*/{pattern}")}
     found.discard("maskalign.tasks.tasks")
     return [m for m in BUILTIN_ORDER if m in found] + sorted(found - set(BUILTIN_ORDER))
 

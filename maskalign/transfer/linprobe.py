@@ -5,6 +5,9 @@ eps=1e-6)`` then a linear layer (``trunc_normal_(std=0.01)``); only the head tra
 (momentum 0.9, trust 0.001), weight decay 0, ``lr = blr * batch / 256`` with blr 0.1, 90 epochs
 of which 10 warm-up, batch 16384; RandomResizedCrop + flip for training. MaskAlign's README probes
 with blr 0.025 (``maskalign_vitb16.yaml``). ``optim.name=sgd`` swaps LARS for momentum SGD.
+
+``protocol: dinov2`` (``--config dinov2_grid``) runs DINOv2's linear evaluation instead: a grid
+of heads fed by one frozen forward per batch (:mod:`maskalign.transfer.linear_grid`).
 """
 
 from __future__ import annotations
@@ -48,8 +51,18 @@ def build_optimizer(head: nn.Module, optim: Any, lr: float) -> torch.optim.Optim
 
 
 def run(ctx: RunContext) -> dict[str, Any]:
-    """Train a linear probe on the context's encoder under its config (resuming if possible)."""
-    cfg, info = ctx.config, ctx.dist
+    """Train a linear probe on the context's encoder under its config (resuming if possible):
+    MAE's BN + LARS probe (``protocol: mae``) or DINOv2's grid of heads (``protocol: dinov2``)."""
+    cfg = ctx.config
+    protocol = str(cfg.get("protocol") or "mae")
+    if protocol == "dinov2":
+        from maskalign.transfer import linear_grid
+
+        return linear_grid.run(ctx)
+    if protocol != "mae":
+        raise ConfigError(f"protocol: unknown {protocol!r}; use mae (MAE's BN + LARS probe) or dinov2 "
+                          f"(DINOv2's grid of heads)")
+    info = ctx.dist
     seed_everything(int(cfg.seed) + info.rank)
     src = ctx.source
     img_size = int(cfg.model.img_size or src.arch["img_size"])
