@@ -128,7 +128,8 @@ def test_the_grid_probe_resumes_where_it_stopped(sources: dict[str, str], tmp_pa
         return OmegaConf.create(OmegaConf.to_container(c))
 
     straight = run_task("linprobe", cfg("straight"), sources["ours"])
-    run_task("linprobe", cfg("resumed", "runtime.max_steps=4"), sources["ours"])  # 1080 train images / 256: 4 steps an epoch
+    # 1080 train images / 256: 4 steps an epoch
+    run_task("linprobe", cfg("resumed", "runtime.max_steps=4"), sources["ours"])
     assert torch.load(tmp_path / "linprobe" / "resumed" / "checkpoint.pth")["epoch"] == 1
     resumed = run_task("linprobe", cfg("resumed"), sources["ours"])
     a = torch.load(tmp_path / "linprobe" / "straight" / "checkpoint.pth")
