@@ -188,8 +188,11 @@ def _run(root: Path, kind: str, name: str) -> Path:
 
 
 def test_status_reads_the_jobs_own_files(tmp_path: Path) -> None:
+    from maskalign.records import Record, write_record
+
     done = _run(tmp_path, "pretrain", "done")
-    (done / "record.json").write_text(json.dumps({"metrics": {"final_loss": 0.25}}))
+    write_record(done, Record(run_id="pretrain/done", task="pretrain", method="maskalign", backbone="ViT-T/16",
+                              supervision="CLIP", metrics={"final_loss": 0.25}))
     (done / "log.jsonl").write_text("".join(json.dumps({"epoch": e, "loss": 1.0}) + "\n" for e in range(4)))
     stopped = _run(tmp_path, "pretrain", "stopped")
     (stopped / "log.jsonl").write_text(json.dumps({"epoch": 0}) + "\n" + json.dumps({"epoch": 1}) + "\n")
@@ -227,8 +230,11 @@ def test_status_reads_the_jobs_own_files(tmp_path: Path) -> None:
 
 
 def test_status_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from maskalign.records import Record, write_record
+
     d = _run(tmp_path, "pretrain", "a")
-    (d / "record.json").write_text(json.dumps({"metrics": {"final_loss": 0.5}}))
+    write_record(d, Record(run_id="pretrain/a", task="pretrain", method="maskalign", backbone="ViT-T/16",
+                           supervision="CLIP", metrics={"final_loss": 0.5}))
     assert jobs.main(["status", str(tmp_path), "--no-slurm", "--json"]) == 0
     row = json.loads(capsys.readouterr().out.strip())
     assert row["state"] == "done" and row["kind"] == "pretrain"
