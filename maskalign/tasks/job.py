@@ -17,6 +17,7 @@ from typing import Any
 from maskalign.errors import UserError
 from maskalign.launch.runtime import Checkpointable
 from maskalign.records import RECORD_FILENAME, RecordError, read_record
+from maskalign.tasks.identity import claim, identity_of
 from maskalign.tasks.registry import PRETRAIN, get_task
 from maskalign.tasks.spec import JobSpec, run_folder
 
@@ -84,6 +85,7 @@ class TaskJob(Checkpointable):
         if spec.ckpt is None:
             spec = spec.with_(ckpt=str(upstream_checkpoint(task.consumes, spec.output_root, spec.run)))
             print(f"[task] {spec.task}/{spec.run}: checkpoint {spec.ckpt}", flush=True)
+        claim(spec.folder, identity_of(spec))  # this folder is this source's and config's, or refused
         result = dict(task.run(spec) or {})
         record = spec.folder / RECORD_FILENAME
         if os.environ.get("RANK", "0") == "0" and not record.is_file():
