@@ -28,6 +28,7 @@ from maskalign.transfer.data import (
 )
 from maskalign.transfer.job import start_job
 from maskalign.transfer.layer_decay import param_groups_lrd
+from maskalign.transfer.source import origin_of
 from maskalign.transfer.trainer import Schedule, fit
 
 
@@ -78,7 +79,8 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
               f"{cfg.optim.total_batch_size}, lr {lr:.3g} (blr {cfg.optim.blr}), layer decay {cfg.optim.layer_decay}, "
               f"{cfg.optim.epochs} epochs, device {info.device}, world {info.world_size}", flush=True)
     saved = {"classifier": classifier_spec(src.arch, num_classes, "finetune", img_size, cfg.model.global_pool),
-             "classes": list(train_set.classes), "crop_pct": float(cfg.data.crop_pct), "meta": job.recorder.source.meta,
+             "classes": list(train_set.classes), "crop_pct": float(cfg.data.crop_pct),
+             "meta": {**job.recorder.source.meta, "origin": origin_of(job.recorder.source.meta)},
              "run": str(cfg.name), "task": "finetune"}
     schedule = Schedule(epochs=int(cfg.optim.epochs), warmup_epochs=float(cfg.optim.warmup_epochs), lr=lr,
                         min_lr=float(cfg.optim.min_lr), accum_iter=int(cfg.optim.accum_iter),

@@ -83,8 +83,16 @@ def load_pretrained(spec: str | Path) -> PretrainedEncoder:
 
 def encoder_record(source: PretrainedEncoder) -> dict[str, Any]:
     """The ``encoder`` entry of a job record's config: what was loaded and how."""
-    return {"family": source.family, "label": source.meta.get("label"), "arch": source.arch,
-            "source": source.meta.get("source"), "loading": source.report.as_dict()}
+    m = source.meta
+    return {"family": source.family, "label": m.get("label"), "arch": source.arch, "source": m.get("source"),
+            "origin": origin_of(m), "external": bool(m.get("external")), "pretraining": m.get("pretraining"),
+            "loading": source.report.as_dict()}
+
+
+def origin_of(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The pre-trained encoder at the start of a chain: a fine-tuned classifier's meta keeps the
+    ``origin`` of the file its fine-tune started from, so robustness rows join their encoder's."""
+    return meta.get("origin") or meta.get("source")
 
 
 class TransferRecorder:
