@@ -165,7 +165,7 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
     s = parse_spec(spec)
     if s.kind == "timm":
         with torch.random.fork_rng(devices=[]):
-            return _from_timm_hub(s, img_size)
+            return _with_preprocess(_from_timm_hub(s, img_size), s)
     report = LoadingReport()
     options = dict(s.options)
     if s.kind == "open_clip":
@@ -212,4 +212,15 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
         report.notes.append(f"position table resampled {native}px -> {size}px ({how})")
     full_arch = _arch(family, base, kwargs, native, model)
     full_arch["pos_interpolation"] = "mae" if _mae_interpolation(family, state) else "timm"
-    return LoadedEncoder(model.eval(), _meta(s, family, full_arch, project, source, raw), report, state)
+    meta = _meta(s, family, full_arch, project, source, raw)
+    if timm_arch and not project.get("method"):
+        meta["timm_arch"] = timm_arch
+    return _with_preprocess(LoadedEncoder(model.eval(), meta, report, state), s)
+
+
+def _with_preprocess(loaded: LoadedEncoder, spec: EncoderSpec) -> LoadedEncoder:
+    """The encoder's own input statistics in its metadata (jobs build their transforms from them)."""
+    from maskalign.encoders.preprocess import preprocess_for
+
+    loaded.meta["preprocess"] = preprocess_for(spec.text, loaded.meta).as_dict()
+    return loaded

@@ -21,6 +21,8 @@ from maskalign.engine.optim import scaled_lr
 from maskalign.transfer.classifier import classifier_from, classifier_spec
 from maskalign.transfer.data import (
     classification_sets,
+    crop_pct_for,
+    encoder_preprocess,
     eval_loader,
     linprobe_train_transform,
     per_process_batch,
@@ -53,7 +55,8 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
     job = start_job("linprobe", cfg, ckpt, dist_info)
     info, src = job.info, job.source
     img_size = int(cfg.model.img_size or src.arch["img_size"])
-    train_set, val_set, root, kind = classification_sets(cfg, img_size, linprobe_train_transform(img_size))
+    prep = encoder_preprocess(src.meta)
+    train_set, val_set, root, kind = classification_sets(cfg, img_size, linprobe_train_transform(img_size, prep), prep)
     num_classes = len(train_set.classes)
     model, report = classifier_from(src, num_classes, kind="linprobe", img_size=img_size,
                                     global_pool=cfg.model.global_pool, head_init_std=float(cfg.model.head_init_std))
@@ -70,7 +73,7 @@ def run(cfg: Any, ckpt: str | Path, dist_info: DistInfo | None = None) -> dict[s
               f"{cfg.model.global_pool} features, {cfg.optim.name} lr {lr:.3g} (blr {cfg.optim.blr}), batch "
               f"{cfg.optim.total_batch_size}, {cfg.optim.epochs} epochs, device {info.device}", flush=True)
     saved = {"classifier": classifier_spec(src.arch, num_classes, "linprobe", img_size, cfg.model.global_pool),
-             "classes": list(train_set.classes), "crop_pct": float(cfg.data.crop_pct), "meta": src.meta,
+             "classes": list(train_set.classes), "crop_pct": crop_pct_for(cfg, prep), "meta": src.meta,
              "run": str(cfg.name), "task": "linprobe"}
     schedule = Schedule(epochs=int(cfg.optim.epochs), warmup_epochs=float(cfg.optim.warmup_epochs), lr=lr,
                         min_lr=float(cfg.optim.min_lr), accum_iter=int(cfg.optim.accum_iter),

@@ -86,7 +86,7 @@ def encoder_record(source: PretrainedEncoder) -> dict[str, Any]:
     m = source.meta
     return {"family": source.family, "label": m.get("label"), "arch": source.arch, "source": m.get("source"),
             "origin": origin_of(m), "external": bool(m.get("external")), "pretraining": m.get("pretraining"),
-            "loading": source.report.as_dict()}
+            "preprocess": m.get("preprocess"), "loading": source.report.as_dict()}
 
 
 def origin_of(meta: dict[str, Any]) -> dict[str, Any] | None:
