@@ -60,10 +60,17 @@ def source_identity(ckpt: str | Path) -> dict[str, str]:
     spec = parse_spec(str(ckpt))
     if spec.kind != "file":
         return {"hub": spec.text}
-    out = {"sha256": _sha256(spec.path), "path": str(spec.path.resolve())}
-    if spec.options:
-        out["options"] = ",".join(f"{k}={v}" for k, v in sorted(spec.options.items()))
-    return out
+    return {"sha256": _sha256(spec.path), "path": str(spec.path.resolve()), **source_options(spec.text)}
+
+
+def source_options(text: str) -> dict[str, str]:
+    """``{"options": "k=v,..."}`` for a file spec read with options after ``#`` (they change the encoder)."""
+    from maskalign.encoders.spec import parse_spec
+
+    spec = parse_spec(text)
+    if spec.kind != "file" or not spec.options:
+        return {}
+    return {"options": ",".join(f"{k}={v}" for k, v in sorted(spec.options.items()))}
 
 
 def same_source(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -120,7 +127,10 @@ def config_identity(resolved: dict[str, Any] | None, config: str | None, config_
     """The part of a run's config that defines it: the resolved config without :data:`VOLATILE_KEYS`,
     else (a task whose engine resolves it later) the config file's name and the overrides."""
     if resolved is not None:
-        return {k: v for k, v in resolved.items() if k not in VOLATILE_KEYS}
+        kept = {k: v for k, v in resolved.items() if k not in VOLATILE_KEYS}
+        if isinstance(kept.get("data"), dict):  # how the data is read, not which data
+            kept["data"] = {k: v for k, v in kept["data"].items() if k not in ("num_workers", "decode")}
+        return kept
     kept = sorted(o for o in overrides if o.split("=", 1)[0].split(".")[0] not in VOLATILE_KEYS)
     return {"config": Path(str(config_path or config or "default")).name, "overrides": kept}
 
@@ -158,7 +168,10 @@ def stored_identity(folder: str | Path) -> dict[str, Any] | None:
             return None
         src = data.get("source_checkpoint") if isinstance(data, dict) else None
         if isinstance(src, dict) and (src.get("sha256") or src.get("hub")):
-            return {"source": {k: src[k] for k in ("sha256", "path", "hub") if k in src}, "legacy": True}
+            source = {k: src[k] for k in ("sha256", "path", "hub") if k in src}
+            if source.get("sha256") and src.get("spec"):  # the options the file was read with
+                source.update({k: v for k, v in source_options(str(src["spec"])).items()})
+            return {"source": source, "legacy": True}
     return None
 
 
