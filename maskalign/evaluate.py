@@ -41,7 +41,7 @@ from maskalign.pipeline import (
 from maskalign.records import RECORD_FILENAME
 from maskalign.tasks import PRETRAIN
 from maskalign.tasks.identity import check_identity, identity_of, source_identity
-from maskalign.transfer.cli import build_spec
+from maskalign.transfer.cli import build_spec, on_demo_data
 
 DEFAULT_PROTOCOLS = "finetune,linprobe,robustness"
 
@@ -121,12 +121,6 @@ def plan(encoders: list[Encoder], protocols: str, args: argparse.Namespace, root
     return todo, runs, done
 
 
-def _demo(item: PlannedStage) -> bool:
-    """A run on the demo world (no real data given): runs here when SLURM's controller is silent."""
-    data = (item.spec.resolved or {}).get("data") or {}
-    return not data.get("root") and not item.spec.options.get("data")
-
-
 def _redo_after(todo: list[PlannedStage], enc: Encoder) -> set[str]:
     """Stages of ``enc`` that consume a stage that runs again (their record would be stale)."""
     again = {p.stage.name for p in todo if p.run.name == enc.name}
@@ -140,7 +134,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         encoders = read_encoders(args.ckpt)
         todo, runs, done = plan(encoders, args.protocols, args, root)
-        args.local_fallback = all(_demo(p) for p in todo)  # demo runs: here when SLURM does not answer
+        args.local_fallback = all(on_demo_data(p.spec) for p in todo)  # demo runs: here when SLURM is silent
         slurm = use_slurm(args)
         for line in done:
             print(f"[evaluate] {line}: done already (record.json); not run again")

@@ -48,11 +48,28 @@ _DROP_CLIP = (
 )
 
 
+def refuse_text(path: Path) -> None:
+    """A text file given as a checkpoint (a config, a list of paths, an HTML error page saved as .pth)
+    is named as such, with how it starts, instead of a pickle error."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head or b"\0" in head:
+        return
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    raise EncoderError(f"{path}: a text file, not a checkpoint (it starts {first[:80]!r}); give a .pth/.pt/.bin "
+                       f"weights file (torch.save), timm:<name> or open_clip:<model>/<tag>")
+
+
 def read_checkpoint(path: Path) -> Any:
     """The file's object: ``torch.load(weights_only=True)``, or a TorchScript archive's state dict
     (OpenAI's official CLIP files are TorchScript)."""
     if not path.is_file():
         raise EncoderError(f"{path}: checkpoint not found")
+    refuse_text(path)
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True)

@@ -91,6 +91,12 @@ def build_spec(task: Task, args: argparse.Namespace, ckpt: str | None, *, source
     return task.prepare(spec)
 
 
+def on_demo_data(spec: JobSpec) -> bool:
+    """A run on the demo world (no real data given), which may run here when SLURM does not answer."""
+    data = (spec.resolved or {}).get("data") or {}
+    return not data.get("root") and not spec.options.get("data")
+
+
 def main(task_name: str, args: argparse.Namespace) -> int:
     """Check, then launch (SLURM, here, or a dry run) one job of ``task_name``."""
     from maskalign.encoders.spec import absolute_spec
@@ -101,6 +107,7 @@ def main(task_name: str, args: argparse.Namespace) -> int:
         source_run = task.check_source(args.ckpt)
         spec = build_spec(task, args, ckpt, source_run=source_run, source=source_identity(ckpt))
         check_identity(spec.folder, identity_of(spec))  # a folder of another encoder or config: refused now
+        args.local_fallback = on_demo_data(spec)  # as pre-training: here when SLURM's controller is silent
         result = launch(TaskJob(spec, task.module), args, spec.folder, f"{task.name}:{spec.run}")
     except (UserError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)

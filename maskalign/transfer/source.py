@@ -61,7 +61,9 @@ class PretrainedEncoder:
     def describe(self) -> list[str]:
         """What was loaded, for a job's log: label, family, timm model, then the loading report."""
         a = self.arch
-        head = (f"encoder {self.meta.get('label')}: family {self.family}, timm {a['timm_model']} "
+        from maskalign.encoders.families import built_timm_name
+
+        head = (f"encoder {self.meta.get('label')}: family {self.family}, timm {built_timm_name(a)} "
                 f"(width {a['embed_dim']}, depth {a['depth']}, heads {a['num_heads']}, patch {a['patch_size']}, "
                 f"{a['img_size']}px) from {self.ref.get('spec')}")
         return [head] + [f"  {line}" for line in self.report.lines()]
