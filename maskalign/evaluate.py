@@ -59,6 +59,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                    help="output root (default: $MASKALIGN_OUTPUT, else output); tables go to <root>/tables")
     g.add_argument("--stage-args", action="append", default=[], metavar="PROTOCOL='ARGS'",
                    help="arguments of one protocol's runs (--config, key=value, launcher flags such as --time)")
+    g.add_argument("--seeds", default=None,
+                   help="comma-separated seeds: each protocol runs once per seed (runs <name>-seed<N>); the tables "
+                        "print mean ± std (n) over them (default: the config's one seed)")
     g.add_argument("--no-tables", action="store_true", help="do not write the tables at the end")
     return p
 
@@ -95,35 +98,46 @@ def plan(encoders: list[Encoder], protocols: str, args: argparse.Namespace, root
     """The runs still to do (checked now), the encoders as pipeline "runs", and the runs already done."""
     stages = parse_stages(protocols)
     stage_args = parse_stage_args(list(args.stage_args), stages)
+    seeds: list[int | None] = [None]
+    if args.seeds:
+        try:
+            seeds = [int(x) for x in str(args.seeds).split(",") if x.strip()]
+        except ValueError:
+            raise UserError(f"--seeds {args.seeds!r}: give integers joined by commas, e.g. --seeds 0,1,2") from None
     todo, runs, done = [], [], []
     for enc in encoders:
-        run = PretrainRun(enc.name, root)
-        runs.append(run)
-        upstream_run: dict[str, str] = {}
-        for stage in stages:
-            task = stage.task
-            ns = split_stage_args(args, stage_args.get(stage.name, ""), task)
-            try:
-                if stage.after == PRETRAIN:
-                    spec = build_spec(task, ns, enc.spec, source_run=enc.name, output_root=root, source=enc.source)
-                    check_identity(spec.folder, identity_of(spec))
-                else:  # robustness: the fine-tune's classifier, in a folder named as the fine-tune's
-                    spec = build_spec(task, ns, None, run=upstream_run[stage.after], output_root=root)
-            except PipelineError:
-                raise
-            except UserError as e:
-                raise PipelineError(f"evaluate: {enc.spec}: {stage.name}: {e}") from None
-            upstream_run[stage.name] = spec.run
-            if (spec.folder / RECORD_FILENAME).is_file() and stage.name not in _redo_after(todo, enc):
-                done.append(f"{stage.name}/{spec.run}")
-                continue
-            todo.append(PlannedStage(stage, run, ns, spec))
+        for seed in seeds:  # one pipeline "run" per encoder and seed: robustness waits for its own fine-tune
+            run = PretrainRun(enc.name if seed is None else f"{enc.name}-seed{seed}", root)
+            runs.append(run)
+            upstream_run: dict[str, str] = {}
+            for stage in stages:
+                task = stage.task
+                ns = split_stage_args(args, stage_args.get(stage.name, ""), task)
+                try:
+                    if stage.after == PRETRAIN:
+                        spec = build_spec(task, ns, enc.spec, source_run=enc.name, output_root=root,
+                                          source=enc.source)
+                        if seed is not None:  # one run per seed: its own folder, its own seed
+                            ns.overrides = [*ns.overrides, f"seed={seed}"]
+                            spec = build_spec(task, ns, enc.spec, run=f"{spec.run}-seed{seed}", output_root=root)
+                        check_identity(spec.folder, identity_of(spec))
+                    else:  # robustness: the fine-tune's classifier, in a folder named as the fine-tune's
+                        spec = build_spec(task, ns, None, run=upstream_run[stage.after], output_root=root)
+                except PipelineError:
+                    raise
+                except UserError as e:
+                    raise PipelineError(f"evaluate: {enc.spec}: {stage.name}: {e}") from None
+                upstream_run[stage.name] = spec.run
+                if (spec.folder / RECORD_FILENAME).is_file() and stage.name not in _redo_after(todo, enc):
+                    done.append(f"{stage.name}/{spec.run}")
+                    continue
+                todo.append(PlannedStage(stage, run, ns, spec))
     return todo, runs, done
 
 
 def _redo_after(todo: list[PlannedStage], enc: Encoder) -> set[str]:
     """Stages of ``enc`` that consume a stage that runs again (their record would be stale)."""
-    again = {p.stage.name for p in todo if p.run.name == enc.name}
+    again = {p.stage.name for p in todo if p.run.name.startswith(enc.name)}
     from maskalign.tasks import registered_tasks
 
     return {name for name, t in registered_tasks().items() if t.consumes in again}

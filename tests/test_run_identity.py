@@ -128,3 +128,19 @@ def test_run_names_never_stack_and_generic_stems_keep_their_folder(tmp_path: Pat
     assert source_name(tmp_path / "mae_vit_small" / "checkpoint.pth") == "mae_vit_small-checkpoint"
     assert source_name("timm:vit_small_patch16_224.augreg_in21k") == "vit_small_patch16_224.augreg_in21k"
     assert source_name(tmp_path / "a.pth", {"run": "demo"}) == "demo"
+
+
+def test_evaluate_plans_one_run_per_encoder_protocol_and_seed(two_files, tmp_path: Path, capsys) -> None:
+    """A dry run: both files, three protocols, two seeds; robustness in its fine-tune's folder."""
+    from maskalign import evaluate
+
+    a, b = two_files
+    rc = evaluate.run(["--ckpt", f"{a}#num_heads=2", "--ckpt", f"{b}#num_heads=2", "--output-dir", str(tmp_path),
+                       "--seeds", "0,1", "--dry-run", "--local"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "2 encoders, 12 runs to do" in out, out
+    for run in ("mae_pretrain-default-seed0", "mae_pretrain-default-seed1", "deit3-default-seed0",
+                "deit3-default-seed1"):
+        for task in ("finetune", "linprobe", "robustness"):
+            assert f"run folder: {tmp_path / task / run}\n" in out, (task, run)
+    assert "seed: 1" in out or "seed=1" in out
