@@ -30,6 +30,8 @@ IDENTITY_FILENAME = "identity.json"
 #: Config keys that may differ between starts of the same run (where it writes, how it runs).
 VOLATILE_KEYS = ("name", "output_dir", "runtime", "logging", "ckpt")
 #: File stems that say nothing about the encoder: the folder name goes in front of them.
+#: How long a run is: a finished run may be continued further under the same folder (resumed, not restarted).
+LENGTH_KEYS = ("optim.epochs", "train_cfg.max_iters", "train.max_iter", "runtime.max_steps")
 GENERIC_STEMS = {"checkpoint", "checkpoint-best", "checkpoint-last", "encoder", "model", "pytorch_model",
                  "open_clip_pytorch_model", "weights", "last", "best", "final", "model_final"}
 
@@ -130,8 +132,11 @@ def config_identity(resolved: dict[str, Any] | None, config: str | None, config_
         kept = {k: v for k, v in resolved.items() if k not in VOLATILE_KEYS}
         if isinstance(kept.get("data"), dict):  # how the data is read, not which data
             kept["data"] = {k: v for k, v in kept["data"].items() if k not in ("num_workers", "decode")}
+        if isinstance(kept.get("optim"), dict):
+            kept["optim"] = {k: v for k, v in kept["optim"].items() if f"optim.{k}" not in LENGTH_KEYS}
         return kept
-    kept = sorted(o for o in overrides if o.split("=", 1)[0].split(".")[0] not in VOLATILE_KEYS)
+    kept = sorted(o for o in overrides if o.split("=", 1)[0].split(".")[0] not in VOLATILE_KEYS
+                  and o.split("=", 1)[0].lstrip("+") not in LENGTH_KEYS)
     return {"config": Path(str(config_path or config or "default")).name, "overrides": kept}
 
 
