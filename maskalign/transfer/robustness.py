@@ -40,6 +40,7 @@ from maskalign.data.transforms import eval_transform
 from maskalign.distributed import DistInfo, init_distributed
 from maskalign.encoders.preprocess import Preprocess
 from maskalign.metric_names import Metric, in_c_ce
+from maskalign.progress import Progress
 from maskalign.tasks.spec import run_folder
 from maskalign.transfer.classifier import load_classifier
 from maskalign.transfer.data import encoder_preprocess, eval_loader
@@ -125,7 +126,9 @@ class _Scorer:
     def __call__(self, dataset: SafeImageFolder, indices: list[int] | None = None) -> dict[str, float]:
         t0 = time.time()
         loader = eval_loader(dataset, int(self.cfg.data.batch_size), self.info, int(self.cfg.data.num_workers))
-        stats = evaluate(self.model, loader, self.info.device, self.cfg.runtime.amp, indices)
+        progress = Progress(f"robustness {getattr(dataset, 'title', '')}".strip(), len(loader), unit="batches",
+                            enabled=self.info.is_main)
+        stats = evaluate(self.model, loader, self.info.device, self.cfg.runtime.amp, indices, progress=progress)
         dt = time.time() - t0
         self.images += stats["n"]
         self.seconds += dt
@@ -134,7 +137,9 @@ class _Scorer:
     def groups(self, dataset: Dataset, n_groups: int) -> torch.Tensor:
         t0 = time.time()
         loader = eval_loader(dataset, int(self.cfg.data.batch_size), self.info, int(self.cfg.data.num_workers))
-        counts = evaluate_groups(self.model, loader, self.info.device, n_groups, self.cfg.runtime.amp)
+        progress = Progress("robustness ImageNet-C", len(loader), unit="batches", enabled=self.info.is_main)
+        counts = evaluate_groups(self.model, loader, self.info.device, n_groups, self.cfg.runtime.amp,
+                                 progress=progress)
         self.images += int(counts[:, 2].sum().item())
         self.seconds += time.time() - t0
         return counts
