@@ -128,16 +128,16 @@ def plan(encoders: list[Encoder], protocols: str, args: argparse.Namespace, root
                 except UserError as e:
                     raise PipelineError(f"evaluate: {enc.spec}: {stage.name}: {e}") from None
                 upstream_run[stage.name] = spec.run
-                if (spec.folder / RECORD_FILENAME).is_file() and stage.name not in _redo_after(todo, enc):
+                if (spec.folder / RECORD_FILENAME).is_file() and stage.name not in _redo_after(todo, run):
                     done.append(f"{stage.name}/{spec.run}")
                     continue
                 todo.append(PlannedStage(stage, run, ns, spec))
     return todo, runs, done
 
 
-def _redo_after(todo: list[PlannedStage], enc: Encoder) -> set[str]:
-    """Stages of ``enc`` that consume a stage that runs again (their record would be stale)."""
-    again = {p.stage.name for p in todo if p.run.name.startswith(enc.name)}
+def _redo_after(todo: list[PlannedStage], run: PretrainRun) -> set[str]:
+    """Stages of one encoder and seed that consume a stage that runs again (their record would be stale)."""
+    again = {p.stage.name for p in todo if p.run is run}
     from maskalign.tasks import registered_tasks
 
     return {name for name, t in registered_tasks().items() if t.consumes in again}
