@@ -1,10 +1,11 @@
 """Turn every job record under an output root into the paper's Tables 1-7, robustness and segmentation.
 
-    python results/make_tables.py [--root output] [--out results] [--latex] [--figures]
+    python results/make_tables.py [--root output] [--out <root>/tables] [--latex] [--figures]
 
 Writes ``table1.csv`` ... ``table7.csv``, ``robustness.csv``, ``robustness_in_c.csv`` and
 ``segmentation.csv``, each also as ``.md`` (and ``.tex`` with ``--latex``), with the paper's numbers
-(shipped with the package) beside ours. Prints which runs a complete table still needs; an
+(shipped with the package) beside ours. Prints how many records each table grouped into how many
+rows, every record no table shows and why, and which runs a complete table still needs; an
 unreadable record file is named on stderr and skipped. The record schema is ``results/SCHEMA.md``.
 """
 
@@ -31,7 +32,7 @@ def get_args_parser(
         default=default_output_root(),
         help="output root searched for */record.json (default: $MASKALIGN_OUTPUT, else output)",
     )
-    parser.add_argument("--out", default="results", help="folder for the tables (default: results)")
+    parser.add_argument("--out", default=None, help="folder for the tables (default: <root>/tables)")
     parser.add_argument(
         "--reference",
         default=str(DEFAULT_REFERENCE_DIR),
@@ -50,13 +51,17 @@ def main(args: argparse.Namespace) -> int:
     for line in summary.errors:
         print(line, file=sys.stderr)
     print(f"read {summary.n_records} records under {args.root}")
+    for line in summary.grouped:
+        print(f"grouped {line}")
+    for line in summary.left_out:
+        print(f"left out {line}")
     for line in summary.notes:
         print(f"note: {line}")
     for line in summary.missing:
         print(line)
     if not summary.missing:
         print("all tables complete")
-    print(f"wrote {len(summary.written)} files to {args.out}")
+    print(f"wrote {len(summary.written)} files to {summary.out}")
     if args.strict and (summary.missing or summary.errors):
         return 1
     return 0

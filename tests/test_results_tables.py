@@ -118,7 +118,7 @@ def test_table1_exact(made):
             "85.4",
             "-0.1",
             "ours",
-            "ft-ma-new",
+            "ft-ma-new; LP lp-ma",  # every run behind the row's cells
         ],
         # untagged: an extra row, no paper number; 12.5% keeps its decimal
         ["CrossMAE", "ViT-B/16", "RGB", "25%", "12.5%", "400", "82.1", M, "", "", "ours", "ft-crossmae"],
@@ -130,6 +130,7 @@ def test_table2_exact(made):
     t = read(made, "table2")
     assert list(t.columns) == [
         "Method",
+        "Backbone",
         "Supervision",
         "PT Epochs",
         "AP box",
@@ -143,6 +144,7 @@ def test_table2_exact(made):
     ]
     assert t.iloc[0].tolist() == [
         "Supervised",
+        "ViT-B/16",
         "IN-1K Label",
         "-",
         "47.9",
@@ -155,8 +157,8 @@ def test_table2_exact(made):
         "",
     ]
     assert t[t["Source"] == "ours"].values.tolist() == [
-        ["MAE", M, M, M, M, "50.3", M, "44.9", M, "ours", M],
-        ["MaskAlign", "CLIP-B", "200", "50.1", "44.4", "52.1", "-2.0", "45.7", "-1.3", "ours", "coco-ma"],
+        ["MAE", M, M, M, M, M, "50.3", M, "44.9", M, "ours", M],
+        ["MaskAlign", "ViT-B/16", "CLIP-B", "200", "50.1", "44.4", "52.1", "-2.0", "45.7", "-1.3", "ours", "coco-ma"],
     ]
 
 

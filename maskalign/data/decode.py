@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from maskalign.config import ConfigError
 from maskalign.data.keyed import EpochKeys, KeyedDataset
+from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["DECODE_MODES", "DeviceAugmentLoader", "DeviceRecipe", "build_loader", "cpu_images_per_s",
            "resolve_decode", "starves", "step_images_per_s"]
@@ -44,13 +45,16 @@ AUTO_HEADROOM = 1.2
 @dataclass(frozen=True)
 class DeviceRecipe:
     """The augmentation the device path reproduces: RandomResizedCrop(img_size, scale=(scale_min, 1),
-    bicubic) + horizontal flip + ImageNet normalisation, then timm's random erasing if ``reprob``."""
+    bicubic) + horizontal flip + normalisation (ImageNet's unless the encoder says otherwise), then timm's
+    random erasing if ``reprob``."""
 
     img_size: int
     scale_min: float
     reprob: float = 0.0
     remode: str = "pixel"
     recount: int = 1
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
 
 def resolve_decode(mode: str, device: torch.device, recipe: DeviceRecipe | None, why_not: str = "",
@@ -147,7 +151,7 @@ class DeviceAugmentLoader:
         self.loader, self.recipe, self.device = loader, recipe, device
         self.batch_size, self.sampler, self.dataset = loader.batch_size, loader.sampler, loader.dataset
         self.augment = GpuAugment(recipe.img_size, scale=(recipe.scale_min, 1.0), device=device,
-                                  uint8_resize=device.type == "cpu")
+                                  uint8_resize=device.type == "cpu", mean=recipe.mean, std=recipe.std)
         self.erase = None
         if recipe.reprob > 0:
             from timm.data.random_erasing import RandomErasing

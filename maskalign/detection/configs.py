@@ -103,7 +103,12 @@ def rescale_schedule(cfg: Any, old_iter: int, new_iter: int) -> None:
         sched.num_updates = new_iter
     if "warmup_length" in lm:
         warm_iters = float(lm.warmup_length) * old_iter
-        lm.warmup_length = min(1.0, warm_iters / new_iter)
+        if warm_iters >= new_iter and new_iter > 1:  # the warm-up would be the whole run: a fifth of it
+            print(f"[coco] note: warm-up clipped to {max(1, new_iter // 5)} of the run's {new_iter} iterations "
+                  f"(it was {warm_iters:g})", flush=True)
+            lm.warmup_length = max(1, new_iter // 5) / new_iter
+        else:
+            lm.warmup_length = min(1.0, warm_iters / new_iter)
     log.info(
         "train.max_iter %d -> %d: milestones %s, warmup_length %.4g",
         old_iter,

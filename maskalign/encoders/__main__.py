@@ -37,13 +37,14 @@ def dense_route(loaded: object, task: str) -> str:
 
 def inspect(spec: str, img_size: int | None, task: str | None) -> str:
     from maskalign.encoders import load_encoder
+    from maskalign.encoders.families import built_timm_name
 
     enc = load_encoder(spec, img_size=img_size)
     a, src = enc.arch, enc.meta["source"]
     where = f"{src['path']} (sha256 {src['sha256'][:12]})" if "path" in src else src["hub"]
     lines = [f"encoder  {enc.meta['label']}",
              f"family   {enc.family}",
-             f"arch     timm {a['timm_model']}: width {a['embed_dim']}, depth {a['depth']}, heads {a['num_heads']}, "
+             f"arch     timm {built_timm_name(a)}: width {a['embed_dim']}, depth {a['depth']}, heads {a['num_heads']}, "
              f"patch {a['patch_size']}, mlp {a['mlp_ratio']:g}, trained at {a['img_size']}px"
              + (f", built for {img_size}px" if img_size else ""),
              "options  " + ", ".join(f"{k}={v}" for k, v in sorted(a["timm_kwargs"].items())

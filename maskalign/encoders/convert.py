@@ -48,6 +48,22 @@ _DROP_CLIP = (
 )
 
 
+def refuse_text(path: Path) -> None:
+    """A text file given as a checkpoint (a config, a list of paths, an HTML error page saved as .pth)
+    is named as such, with how it starts, instead of a pickle error."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head or b"\0" in head:
+        return
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    raise EncoderError(f"{path}: a text file, not a checkpoint (it starts {first[:80]!r}); give a .pth/.pt/.bin "
+                       f"weights file (torch.save), timm:<name> or open_clip:<model>/<tag>")
+
+
 def read_checkpoint(path: Path) -> Any:
     """The file's object, tensors and plain values only (:func:`maskalign.safe_load.load_weights`).
 
@@ -55,6 +71,8 @@ def read_checkpoint(path: Path) -> Any:
     Namespace only holds plain values, so it is allowed and nothing else. TorchScript archives (OpenAI's
     original CLIP files) and pickles are refused: they run code when opened.
     """
+    if path.is_file():
+        refuse_text(path)
     return load_weights(path, allowed=[argparse.Namespace], error=EncoderError)
 
 

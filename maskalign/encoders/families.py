@@ -205,3 +205,27 @@ def is_plain_vit(state: dict[str, torch.Tensor], family: str) -> bool:
     pe = state.get("pos_embed")
     return (family == "vit" and pe is not None and "cls_token" in state and _square(pe.shape[1] - 1) is not None
             and "blocks.0.attn.qkv.bias" in state and all(_PLAIN_KEY.match(k) for k in state))
+
+
+_SIZE_WORDS = ("tiny", "small", "base", "large", "huge", "giant", "gigantic")
+_SIZE_BY_WIDTH = {192: "tiny", 384: "small", 768: "base", 1024: "large", 1280: "huge", 1408: "giant"}
+
+
+def built_timm_name(arch: dict) -> str:
+    """The name of the timm model that was built: the family's model at the encoder's size and patch
+    (``vit_small_patch16_224`` for a 384-wide patch-16 ViT built from ``vit_base_patch16_224``'s
+    defaults), when timm has that name; else the base model with the sizes that differ from it."""
+    import timm
+
+    base = str(arch["timm_model"])
+    size = _SIZE_BY_WIDTH.get(int(arch["embed_dim"]))
+    sized = base
+    if size:
+        sized = re.sub(r"(?<=_)(" + "|".join(_SIZE_WORDS) + r")(?=_)", size, sized, count=1)
+    exact = re.sub(r"patch\d+", f"patch{int(arch['patch_size'])}", sized, count=1)
+    sizes = f"width {arch['embed_dim']}, depth {arch['depth']}, heads {arch['num_heads']}, patch {arch['patch_size']}"
+    if timm.is_model(exact):
+        return exact
+    if size and timm.is_model(sized):
+        return f"{sized} at {sizes}"
+    return f"{base} at {sizes}"

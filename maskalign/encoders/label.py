@@ -34,6 +34,13 @@ def is_external(method: object) -> bool:
     return str(method).startswith(PREFIX)
 
 
+def family_label(method: str) -> str:
+    """``external:dinov2_reg:vit_base_patch14`` -> ``DINOv2-reg``: the family alone, for a table row
+    whose Backbone column gives the size."""
+    family = (str(method).split(":") + ["", ""])[1]
+    return FAMILY_LABELS.get(family, family or str(method))
+
+
 def external_label(method: str) -> str:
     """``external:dinov2_reg:vit_base_patch14`` -> ``DINOv2-reg-B/14 (external)``."""
     _, family, backbone = (str(method).split(":") + ["", ""])[:3]

@@ -18,6 +18,7 @@ from torch import nn
 
 from maskalign.encoders import convert, families, hub
 from maskalign.encoders.label import backbone_name, encoder_label, external_method
+from maskalign.encoders.provenance import recognise
 from maskalign.encoders.report import LoadingReport
 from maskalign.encoders.spec import EncoderError, EncoderSpec, parse_spec
 
@@ -116,11 +117,13 @@ def _clip_family(state: dict[str, torch.Tensor], options: dict[str, str], timm_a
 
 
 def _meta(spec: EncoderSpec, family: str, arch: dict[str, Any], project: dict[str, Any],
-          source: dict[str, str]) -> dict[str, Any]:
+          source: dict[str, str], keys: Any = ()) -> dict[str, Any]:
     meta = {k: v for k, v in project.items() if k != "arch"}
     if not meta.get("method"):
         meta.update(method=external_method(family, arch), backbone=backbone_name(arch), supervision="external",
                     external=True)
+        meta.update(recognise(keys, family, spec.path if spec.kind == "file" else None,
+                              spec.target if spec.kind == "timm" else None))
     meta.update(family=family, arch=arch, source=source)
     meta["label"] = encoder_label(meta)
     return meta
@@ -162,7 +165,7 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
     s = parse_spec(spec)
     if s.kind == "timm":
         with torch.random.fork_rng(devices=[]):
-            return _from_timm_hub(s, img_size)
+            return _with_preprocess(_from_timm_hub(s, img_size), s)
     report = LoadingReport()
     options = dict(s.options)
     if s.kind == "open_clip":
@@ -209,4 +212,15 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
         report.notes.append(f"position table resampled {native}px -> {size}px ({how})")
     full_arch = _arch(family, base, kwargs, native, model)
     full_arch["pos_interpolation"] = "mae" if _mae_interpolation(family, state) else "timm"
-    return LoadedEncoder(model.eval(), _meta(s, family, full_arch, project, source), report, state)
+    meta = _meta(s, family, full_arch, project, source, raw)
+    if timm_arch and not project.get("method"):
+        meta["timm_arch"] = timm_arch
+    return _with_preprocess(LoadedEncoder(model.eval(), meta, report, state), s)
+
+
+def _with_preprocess(loaded: LoadedEncoder, spec: EncoderSpec) -> LoadedEncoder:
+    """The encoder's own input statistics in its metadata (jobs build their transforms from them)."""
+    from maskalign.encoders.preprocess import preprocess_for
+
+    loaded.meta["preprocess"] = preprocess_for(spec.text, loaded.meta).as_dict()
+    return loaded

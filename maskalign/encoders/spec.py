@@ -8,7 +8,9 @@
 File options say what a file cannot: ``act`` (``gelu`` or ``quickgelu``) for CLIP weights that do
 not carry OpenAI's metadata (OpenAI and LAION-400M ``-quickgelu`` towers use QuickGELU, the other
 open_clip towers GELU, and the tensors are the same either way); ``num_heads`` where the width
-alone does not give it (the head count is not stored in any tensor).
+alone does not give it (the head count is not stored in any tensor); ``mean``, ``std`` (three
+numbers joined by ``/``), ``interpolation`` and ``crop_pct`` for a file whose preprocessing its
+family does not say (:mod:`maskalign.encoders.preprocess`), e.g. ``enc.pth#mean=0.5/0.5/0.5,std=0.5/0.5/0.5``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pathlib import Path
 from maskalign.checkpoint import CheckpointError
 
 KINDS = ("file", "timm", "open_clip")
-OPTIONS = {"act": ("gelu", "quickgelu"), "num_heads": None}
+OPTIONS = {"act": ("gelu", "quickgelu"), "num_heads": None, "mean": None, "std": None,
+           "interpolation": ("bicubic", "bilinear", "nearest"), "crop_pct": None}
 
 
 class EncoderError(CheckpointError):
@@ -59,6 +62,13 @@ def _options(text: str, fragment: str) -> dict[str, str]:
             raise EncoderError(f"{text}: {key} must be one of {', '.join(allowed)}, not {value!r}")
         if key == "num_heads" and not value.isdigit():
             raise EncoderError(f"{text}: num_heads must be a positive integer, not {value!r}")
+        if key == "crop_pct":
+            try:
+                ok = 0 < float(value) <= 1
+            except ValueError:
+                ok = False
+            if not ok:
+                raise EncoderError(f"{text}: crop_pct must be a number in (0, 1], not {value!r}")
         out[key] = value
     return out
 

@@ -15,7 +15,7 @@ import re
 
 import numpy as np
 
-from maskalign.encoders.label import external_label, is_external
+from maskalign.encoders.label import external_label, family_label, is_external
 
 MISSING = "—"
 NOT_APPLICABLE = ""
@@ -95,9 +95,21 @@ def method_name(method: str) -> str:
     return labels.get(name) or labels.get(name.lower(), name)
 
 
+def row_name(method: str, source_name: str | None = None) -> str:
+    """A row's Method cell: the method's label, without the backbone and "(external)" that the Backbone
+    column and the file or hub name say (``DeiT III (deit3_small.pth)``, ``MAE (mae_pretrain.pth)``)."""
+    if is_external(method):
+        label = family_label(method)
+    else:
+        label = method_name(method)
+    return f"{label} ({source_name})" if source_name else label
+
+
 def backbone_name(backbone: str) -> str:
     """ "vit_base_patch16_224" -> "ViT-B/16", "vit_base" -> "ViT-B"; anything else unchanged."""
     m = re.fullmatch(r"vit_(tiny|small|base|large|huge|giant)(?:_patch(\d+))?(?:_.*)?", str(backbone))
+    if w := re.fullmatch(r"vit_d(\d+)_patch(\d+)", str(backbone)):  # a width with no size name
+        return f"ViT-w{w.group(1)}/{w.group(2)}"
     if not m:
         return str(backbone)
     name = f"ViT-{_SIZES[m.group(1)]}"
@@ -110,6 +122,10 @@ def supervision_name(supervision: str) -> str:
     low = s.lower().replace("_", "-")
     if low in {"pixel", "pixels", "rgb", "norm-pixel"}:
         return "RGB"
+    if low in {"supervised", "self-supervised", "image-text"}:  # an external encoder's, by family or tag
+        return {"supervised": "Supervised", "self-supervised": "Self-supervised", "image-text": "Image-text"}[low]
+    if low == "external":  # nothing says how a published file was trained
+        return "?"
     m = re.fullmatch(r"(clip|dino|dinov2)-(?:vit-)?([bsl])-?(?:/?\d+)?(?:-(\d+))?", low)
     if m:
         name = {"clip": "CLIP", "dino": "DINO", "dinov2": "DINOv2"}[m.group(1)] + "-" + m.group(2).upper()

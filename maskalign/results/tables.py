@@ -13,7 +13,12 @@ read together.) Records reach a table's rows ("slots") through their
   another table lands on the row with the same key (a transfer of the Table-1 ``maskalign`` run is
   the ``maskalign`` row of Table 2), else on an extra row.
 
-When several records fill one slot (re-runs), the newest by ``end_time`` wins and a note says so.
+A record no paper row claims gets a row of its own per *encoder* (its source: the file's sha256 or
+the hub name; records without one, per method and setting), so two files never share a row and a
+fine-tune and a linear probe of the same file meet on one row (a probe-only encoder gets its row
+with the fine-tune cell blank). When several records fill one slot, those of the newest experiment
+(config without seed, name and runtime) are kept and the others noted; of one seed the newest
+run counts; several seeds print as ``mean ± std (n)`` (sample std) and the Run cell names them all.
 Rows the suite should reproduce (``ours == 1`` in the reference) but that have no record are
 kept, with :data:`~maskalign.results.fmt.MISSING` cells, and listed in :attr:`TableResult.missing`.
 """
@@ -82,6 +87,8 @@ class TableResult:
     data: pd.DataFrame  # key, source, and float values per value column
     missing: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    used: set[str] = field(default_factory=set)  # paths of the records behind its cells
+    set_aside: dict[str, str] = field(default_factory=dict)  # path -> why a record of its task is not shown
 
     def missing_line(self) -> str | None:
         if not self.missing:
@@ -107,7 +114,8 @@ SPECS: dict[str, Spec] = {s.name: s for s in [
           ("Method", "Backbone", "Supervision", "Forward Ratio", "Reconstruct Ratio", "Epochs"),
           (Col("FT Acc.", Metric.TOP1), Col("LP Acc.", **_OURS_ONLY)), **_COMPARISON, membership="tagged"),
     Spec("table2", "Table 2. COCO detection and instance segmentation (Mask R-CNN, ViTDet)", "coco", "2",
-          ("Method", "Supervision", "PT Epochs"), (Col("AP box", Metric.AP_BOX), Col("AP mask", Metric.AP_MASK)),
+          ("Method", "Backbone", "Supervision", "PT Epochs"),
+          (Col("AP box", Metric.AP_BOX), Col("AP mask", Metric.AP_MASK)),
           **_COMPARISON, membership="by_key"),
     Spec("table3", "Table 3. Alignment strategy", "finetune", "3",
           ("Model", "Align Type", "Top K"), (Col("FT Acc.", Metric.TOP1),), **_ABLATION),
@@ -148,7 +156,13 @@ def all_specs() -> list[Spec]:
 
 
 # --- which slot a record fills ----------------------------------------------------------------
+SOURCE_SLOT = "~src:"
+
+
 def untagged_slot(rec: pd.Series) -> str:
+    source = rec.get("source")
+    if isinstance(source, str) and source:
+        return SOURCE_SLOT + source  # one row per encoder: never merged with another file's
     parts = [
         rec["method"],
         rec["backbone"],
@@ -161,6 +175,8 @@ def untagged_slot(rec: pd.Series) -> str:
 
 
 def slot_label(slot: str) -> str:
+    if slot.startswith(SOURCE_SLOT):
+        return f"encoder {slot[len(SOURCE_SLOT):][:40]}"
     if slot.startswith("~"):
         method = json.loads(slot[1:])[0]
         return f"{method} (untagged)"
@@ -189,10 +205,41 @@ def slot_of(rec: pd.Series, spec: Spec, ref: Reference) -> str | None:
     return f"{t}:{r}"
 
 
+class Measured(float):
+    """A table value that is the mean of ``n`` seeds, with their sample standard deviation."""
+
+    std: float
+    n: int
+
+    def __new__(cls, mean: float, std: float, n: int) -> Measured:
+        obj = super().__new__(cls, mean)
+        obj.std, obj.n = std, n
+        return obj
+
+
+def _aggregate(group: pd.DataFrame) -> pd.Series:
+    """One series standing for several seeds: metric means (as :class:`Measured`), every run named."""
+    newest = group.iloc[-1].copy()
+    metrics: dict[str, float] = {}
+    names = sorted({k for m in group["metrics"] for k in m})
+    for name in names:
+        vals = [float(m[name]) for m in group["metrics"] if fmt.is_number(m.get(name))]
+        if not vals:
+            continue
+        std = float(pd.Series(vals).std(ddof=1)) if len(vals) > 1 else 0.0
+        metrics[name] = Measured(sum(vals) / len(vals), std, len(vals)) if len(vals) > 1 else vals[0]
+    newest["metrics"] = metrics
+    newest["run_id"] = ", ".join(str(r) for r in group["run_id"])
+    newest["paths"] = list(group["path"])
+    return newest
+
+
 def newest_per_slot(
-    frame: pd.DataFrame, spec: Spec, ref: Reference, what: str, notes: list[str]
+    frame: pd.DataFrame, spec: Spec, ref: Reference, what: str, notes: list[str],
+    set_aside: dict[str, str] | None = None,
 ) -> dict[str, pd.Series]:
-    """slot -> newest record; notes say which re-runs were set aside."""
+    """slot -> the record (or the seeds' aggregate) that fills it; notes say which runs were set aside
+    (and ``set_aside`` maps each such record's path to why)."""
     if frame.empty:
         return {}
     slots = frame.apply(lambda rec: slot_of(rec, spec, ref), axis=1)
@@ -200,13 +247,28 @@ def newest_per_slot(
     frame = frame.sort_values(["end_ts", "path"], na_position="first", kind="stable")
     chosen: dict[str, pd.Series] = {}
     for slot, group in frame.groupby("slot", sort=False):
-        newest = group.iloc[-1]
-        chosen[slot] = newest
-        if len(group) > 1:
-            older = ", ".join(f"{o.run_id} ({o.end_time})" for o in group.iloc[:-1].itertuples())
+        keys = group["config_key"] if "config_key" in group else pd.Series([""] * len(group), index=group.index)
+        newest_key = keys.iloc[-1]
+        same = group[keys == newest_key]
+        other = group[keys != newest_key]
+        seeds = same["seed"] if "seed" in same else pd.Series([None] * len(same), index=same.index)
+        seed_key = seeds.map(lambda v: None if pd.isna(v) else int(v))
+        last_of_seed = same[~seed_key.duplicated(keep="last")]
+        rerun = same[seed_key.duplicated(keep="last")]
+        chosen[slot] = _aggregate(last_of_seed) if len(last_of_seed) > 1 else last_of_seed.iloc[-1]
+        kept = chosen[slot]
+        for o in rerun.itertuples():
+            if set_aside is not None:
+                set_aside[o.path] = f"an older run of the same seed as {kept.run_id} in {spec.name}"
+        for o in other.itertuples():
+            if set_aside is not None:
+                set_aside[o.path] = f"another config of the same encoder; {spec.name} shows the newer {kept.run_id}"
+        if len(rerun) or len(other):
+            older = ", ".join(f"{o.run_id} ({o.end_time})" for o in pd.concat([rerun, other]).itertuples())
             notes.append(
-                f"{spec.name} {slot_label(slot)}: {len(group)} {what} records, using the newest, "
-                f"{newest.run_id} ({newest.end_time}); ignored {older}"
+                f"{spec.name} {slot_label(slot)}: {len(group)} {what} records, using "
+                f"{'the newest' if len(last_of_seed) == 1 else f'{len(last_of_seed)} seeds'}, "
+                f"{kept.run_id} ({kept.end_time}); ignored {older}"
             )
     return chosen
 
@@ -217,7 +279,7 @@ def _metric(rec: pd.Series | None, name: str, spec: Spec, slot: str, notes: list
         return None
     v = rec["metrics"].get(name)
     if fmt.is_number(v):
-        return float(v)
+        return v if isinstance(v, Measured) else float(v)
     notes.append(f"{spec.name} {slot_label(slot)}: record {rec['path']} has no metric {str(name)!r}")
     return None
 
@@ -243,9 +305,7 @@ def _plain_values(spec: Spec, notes: list[str]) -> Values:
     return values
 
 
-def _table1_values(spec: Spec, ref: Reference, records: pd.DataFrame, notes: list[str]) -> Values:
-    lp_records = of_protocol(records[records["task"] == "linprobe"], "mae")  # the paper's probe, not DINOv2's grid
-    lp = newest_per_slot(lp_records, spec, ref, "linprobe", notes)
+def _table1_values(spec: Spec, lp: dict[str, pd.Series], notes: list[str]) -> Values:
     plain = _plain_values(spec, notes)
 
     def values(slot: str, rec: pd.Series | None) -> dict[str, float | None]:
@@ -295,8 +355,10 @@ def _table7_values(
 # --- settings of ours rows --------------------------------------------------------------------
 def _record_settings(spec: Spec, ref: Reference, slot: str, rec: pd.Series) -> dict[str, str]:
     name = ref.text(spec.ref, slot, spec.settings[0]) or ref.text(spec.ref, slot, "Method")
-    if not name:  # an extra row: the method, and the row key when it was tagged for another table
-        name = fmt.method_name(rec["method"]) + (f" [{slot}]" if ":" in slot else "")
+    if not name:  # an extra row: the method (and file), and the row key when it was tagged for another table
+        method = rec.get("pretraining") if isinstance(rec.get("pretraining"), str) else rec["method"]
+        name = fmt.row_name(method, rec.get("source_name") if rec.get("external") else None)
+        name += f" [{slot}]" if ":" in slot and not slot.startswith("~") else ""
     getters = {
         "Method": lambda: name,
         "Model": lambda: name,
@@ -339,10 +401,16 @@ def value_columns(spec: Spec, ref: Reference) -> tuple[list[str], list[str]]:
 
 def build_table(spec: Spec, ref: Reference, records: pd.DataFrame) -> TableResult:
     notes: list[str] = []
+    set_aside: dict[str, str] = {}
     mine = of_protocol(records[records["task"] == spec.task], spec.protocol)
-    chosen = newest_per_slot(mine, spec, ref, spec.task, notes)
+    chosen = newest_per_slot(mine, spec, ref, spec.task, notes, set_aside)
+    shown = dict(chosen)  # slot -> the record whose settings name the row
+    lp: dict[str, pd.Series] = {}
     if spec.name == "table1":
-        values = _table1_values(spec, ref, records, notes)
+        lp_records = of_protocol(records[records["task"] == "linprobe"], "mae")  # the paper's probe, not DINOv2's grid
+        lp = newest_per_slot(lp_records, spec, ref, "linprobe", notes, set_aside)
+        values = _table1_values(spec, lp, notes)
+        shown.update({slot: rec for slot, rec in lp.items() if slot not in shown})  # probe-only encoders
     elif spec.name == "table7":
         values = _table7_values(spec, ref, records, chosen, notes)
     else:
@@ -374,35 +442,40 @@ def build_table(spec: Spec, ref: Reference, records: pd.DataFrame) -> TableResul
 
     known = ref.keys(spec.ref)
     expected = ref.expected(spec.ref)
-    order = [k for k in known if k in chosen or k in expected]
-    order += sorted(k for k in chosen if k not in known)
+    order = [k for k in known if k in shown or k in expected]
+    order += sorted(k for k in shown if k not in known)
     missing = [k for k in expected if k not in chosen]
+    used: set[str] = set()
 
     for slot in order:
         rec = chosen.get(slot)
+        named_by = shown.get(slot)  # the record itself, or (probe-only encoder) its linear probe
+        for r in (rec, lp.get(slot)):
+            if r is not None:
+                used.update(_paths(r))
         if spec.settings_from == "reference":
-            settings = _reference_settings(spec, ref, slot, rec)
-        elif rec is None:  # a run still to do: name the row, claim no settings
+            settings = _reference_settings(spec, ref, slot, named_by)
+        elif named_by is None:  # a run still to do: name the row, claim no settings
             settings = {c: MISSING for c in spec.settings}
             settings[spec.settings[0]] = ref.text(spec.ref, slot, spec.settings[0]) or slot
         else:
-            settings = _record_settings(spec, ref, slot, rec)
+            settings = _record_settings(spec, ref, slot, named_by)
         vals = values(slot, rec)
         row = {c: NOT_APPLICABLE for c in columns}
         row.update(settings)
         for col in ours_cols:
-            row[col] = fmt.fmt(vals.get(col), kinds[col])
+            row[col] = _cell(vals.get(col), kinds[col])
         for c in spec.values:
             if f"Paper {c.column}" in row:
                 paper_text = ref.text(spec.ref, slot, c.column)
                 row[f"Paper {c.column}"] = paper_text
                 if c.delta:
                     dcol = "Δ" if "Δ" in columns else f"Δ {c.column}"
-                    shown = fmt.parse_cell(row[c.column])  # Δ of the printed (rounded) number
-                    row[dcol] = fmt.delta(shown, ref.value(spec.ref, slot, c.column))
+                    printed = fmt.parse_cell(row[c.column].split(" ± ")[0])  # Δ of the printed (rounded) mean
+                    row[dcol] = fmt.delta(printed, ref.value(spec.ref, slot, c.column))
         if spec.paper_rows:
             row["Source"] = "ours"
-        row["Run"] = str(rec["run_id"]) if rec is not None else MISSING
+        row["Run"] = _runs(rec, lp.get(slot))
         rows.append(row)
         data.append(
             {
@@ -414,7 +487,28 @@ def build_table(spec: Spec, ref: Reference, records: pd.DataFrame) -> TableResul
         )
 
     frame = pd.DataFrame(rows, columns=columns).fillna(NOT_APPLICABLE)
-    return TableResult(spec, frame, pd.DataFrame(data), missing, notes)
+    return TableResult(spec, frame, pd.DataFrame(data), missing, notes, used, set_aside)
+
+
+def _paths(rec: pd.Series) -> list[str]:
+    paths = rec.get("paths")
+    return list(paths) if isinstance(paths, list) else [str(rec["path"])]
+
+
+def _runs(rec: pd.Series | None, lp: pd.Series | None) -> str:
+    """The Run cell: every run behind the row's numbers (a linear probe's after ``LP``)."""
+    runs = [str(rec["run_id"])] if rec is not None else []
+    if lp is not None:
+        runs.append(f"LP {lp['run_id']}")
+    return "; ".join(runs) or MISSING
+
+
+def _cell(v: float | None, kind: str) -> str:
+    """A value as printed: the number, or ``mean ± std (n)`` for several seeds."""
+    text = fmt.fmt(v, kind)
+    if isinstance(v, Measured) and v.n > 1:
+        text += f" ± {fmt.fmt(v.std, kind)} ({v.n})"
+    return text
 
 
 def build_in_c_table(ref: Reference, records: pd.DataFrame) -> TableResult:

@@ -59,9 +59,13 @@ class Ade20kTask(Task):
         config = resolve_config(spec.config or DEFAULT_CONFIG)
         cfg = load_seg_config(config, spec.overrides)
         if spec.ckpt is not None:
+            from maskalign.segmentation.fit_demo import DEMO_CONFIGS, fit_demo_config
             from maskalign.transfer.source import load_pretrained
 
-            check_arch(cfg.model.backbone, load_pretrained(spec.ckpt).arch, config.name)
+            arch = load_pretrained(spec.ckpt).arch
+            if config.stem in DEMO_CONFIGS:  # the demo config takes any encoder's arch (or says why not)
+                fit_demo_config(cfg, arch, config.name)
+            check_arch(cfg.model.backbone, arch, config.name)
         opts["data_root"] = str(root)
         return spec.with_(options=opts, config_path=str(config))
 

@@ -146,6 +146,12 @@ def prepare_config(cfg: Any, spec: JobSpec, arch: dict[str, Any], num_classes: i
                    on_gpu: bool, init_checkpoint: Path | None) -> Any:
     """Apply the job's settings to ``cfg`` in place (module docstring) and return it."""
     bb = cfg.model.backbone
+    from maskalign.segmentation.fit_demo import DEMO_CONFIGS, clip_schedules, fit_demo_config
+
+    notes = fit_demo_config(cfg, arch, config_of(spec).name) if config_of(spec).stem in DEMO_CONFIGS else []
+    notes += clip_schedules(cfg)
+    for note in notes:
+        print(f"[ade20k] note: {note}", flush=True)
     check_arch(bb, arch, config_of(spec).name)
     if bb.get("type") != "MAE":
         raise SegConfigError(f"{config_of(spec)}: backbone type {bb.get('type')!r} is not mmseg's MAE ViT "

@@ -16,6 +16,7 @@ from typing import Any
 from maskalign.errors import UserError
 from maskalign.launch.runtime import Checkpointable
 from maskalign.records import RECORD_FILENAME, RecordError, read_record
+from maskalign.tasks.identity import claim, identity_of
 from maskalign.tasks.registry import PRETRAIN, get_task
 from maskalign.tasks.spec import JobSpec, run_folder
 
@@ -93,6 +94,7 @@ class TaskJob(Checkpointable):
         try:
             task.open_folder(ctx)
             if task.consumes is not None:
+                claim(spec.folder, identity_of(spec))  # this folder is this source's and config's, or refused
                 ctx.check_record()
             result = dict(task.run(ctx) or {})
             record = spec.folder / RECORD_FILENAME

@@ -71,7 +71,10 @@ class Task:
     default_config: ClassVar[str] = "default"
     #: The record metrics it writes (see :mod:`maskalign.metric_names`).
     metrics: ClassVar[tuple[str, ...]] = ()
-    ckpt_help: ClassVar[str] = "pre-trained encoder: encoder.pth, checkpoint.pth or an MAE-style file"
+    ckpt_help: ClassVar[str] = ("pre-trained encoder: this project's encoder.pth/checkpoint.pth, a published file (MAE,"
+                                " CrossMAE, LUT, MaskAlign, DINO, DINOv2, DeiT III, BEiT, OpenAI/open_clip CLIP, any "
+                                "timm ViT; options after '#': act=, num_heads=, mean=, std=), timm:<name>[.tag] or "
+                                "open_clip:<model>/<tag>")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """The task's own flags (beyond ``--ckpt``, ``--config``, ``--output-dir``, ``--name``)."""

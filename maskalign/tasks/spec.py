@@ -1,14 +1,14 @@
 """The one job spec every transfer task takes, and the one rule for where a run writes.
 
 A run of task ``T`` named ``R`` under the output root ``O`` writes ``O/T/R/`` (``record.json``
-when done), whatever the task. Unless named, a run is ``<source run>-<config>``: the run the
-encoder came from (its checkpoint's ``run``, else the checkpoint's folder) and the stem of the
-config applied to it (the task's default config when none is given).
+when done), whatever the task. Unless named, a run is ``<source>-<config>``: the run the
+encoder came from (its checkpoint's ``run``), else the file's stem or the hub name, and the stem
+of the config applied to it (the task's default config when none is given); see
+:mod:`maskalign.tasks.identity` for what makes it unique per source.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,21 +20,19 @@ def run_folder(output_root: str | Path, task: str, run: str) -> Path:
 
 
 def default_run_name(source_run: str, config: str | Path | None, default_config: str) -> str:
-    """``<source run>-<config stem>``, the config being the task's default when none is given."""
-    return f"{source_run}-{Path(str(config or default_config)).stem}"
+    """``<source run>-<config stem>``, the config being the task's default when none is given; never
+    stacked (see :func:`maskalign.tasks.identity.default_run_name`)."""
+    from maskalign.tasks.identity import default_run_name as name
+
+    return name(source_run, config, default_config)
 
 
 def source_run_of(path: str | Path, meta: dict[str, Any]) -> str:
-    """The run a checkpoint came from: its metadata's ``run``, else the name of its folder; for a
-    hub name (``timm:...``, ``open_clip:...``) the model name, made safe for a folder name."""
-    from maskalign.encoders.spec import parse_spec
+    """The readable name of a source: its metadata's ``run``, else the file's stem (see
+    :func:`maskalign.tasks.identity.source_name`); for a hub name the model name, made folder-safe."""
+    from maskalign.tasks.identity import source_name
 
-    if meta.get("run"):
-        return str(meta["run"])
-    spec = parse_spec(str(path))
-    if spec.kind != "file":
-        return re.sub(r"[^A-Za-z0-9._-]+", "_", spec.target)
-    return str(spec.path.resolve().parent.name or spec.path.stem)
+    return source_name(path, meta)
 
 
 def pull_run_overrides(overrides: list[str] | tuple[str, ...]) -> tuple[str | None, str | None, list[str]]:

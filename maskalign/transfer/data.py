@@ -29,7 +29,7 @@ from maskalign.data.imagenet import DataError, SafeImageFolder, image_folder
 from maskalign.data.keyed import EpochKeys
 from maskalign.data.transforms import eval_transform
 from maskalign.distributed import DistInfo
-from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
+from maskalign.encoders.preprocess import Preprocess
 
 
 def imagenet_root(data_cfg: Any) -> tuple[Path, str]:
@@ -41,9 +41,10 @@ def imagenet_root(data_cfg: Any) -> tuple[Path, str]:
     return ensure_imagenet(data_cfg.demo_root or None), "demo"
 
 
-def classification_sets(cfg: Any, img_size: int,
-                        train_transform: Callable) -> tuple[SafeImageFolder, SafeImageFolder, Path, str]:
-    """Train and val folders of ImageNet (or the demo copy), checked to share one class list."""
+def classification_sets(cfg: Any, img_size: int, train_transform: Callable,
+                        prep: Preprocess | None = None) -> tuple[SafeImageFolder, SafeImageFolder, Path, str]:
+    """Train and val folders of ImageNet (or the demo copy), checked to share one class list; the
+    validation transform uses the encoder's preprocessing ``prep`` (ImageNet's when not given)."""
     if cfg.data.dataset not in ("auto", "demo", "imagenet"):
         raise ConfigError(f"data.dataset: unknown {cfg.data.dataset!r}; use auto, demo or imagenet")
     if cfg.data.dataset == "imagenet" and not cfg.data.root:
@@ -52,7 +53,7 @@ def classification_sets(cfg: Any, img_size: int,
         raise ConfigError("data.dataset=demo takes no data.root (the demo world lives under data.demo_root)")
     root, kind = imagenet_root(cfg.data)
     train = image_folder(root, "train", train_transform)
-    val = image_folder(root, "val", eval_transform(img_size, float(cfg.data.crop_pct)))
+    val = image_folder(root, "val", eval_transform(img_size, crop_pct_for(cfg, prep), **_stats(prep)))
     if train.classes != val.classes:
         raise DataError(f"{root}: train/ and val/ hold different class folders "
                         f"({len(train.classes)} vs {len(val.classes)})")
@@ -90,15 +91,33 @@ def posterize_any_bits(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.I
     return ImageOps.posterize(img, bits_to_keep)
 
 
-def finetune_train_transform(img_size: int, aug: Any) -> Callable:
-    """MAE's fine-tuning augmentation through timm (``color_jitter`` off under RandAugment)."""
+def _stats(prep: Preprocess | None) -> dict[str, Any]:
+    prep = prep or Preprocess()
+    return {"mean": tuple(prep.mean), "std": tuple(prep.std), "interpolation": prep.interpolation}
+
+
+def encoder_preprocess(meta: dict[str, Any]) -> Preprocess:
+    """The preprocessing the loader put in the encoder's metadata (ImageNet's for metadata without it)."""
+    stored = meta.get("preprocess")
+    return Preprocess.from_dict(stored) if isinstance(stored, dict) else Preprocess()
+
+
+def crop_pct_for(cfg: Any, prep: Preprocess | None) -> float:
+    """The evaluation crop: the encoder's where its source states one, else the recipe's ``data.crop_pct``."""
+    return float(prep.crop_pct) if prep is not None and prep.crop_pct else float(cfg.data.crop_pct)
+
+
+def finetune_train_transform(img_size: int, aug: Any, prep: Preprocess | None = None) -> Callable:
+    """MAE's fine-tuning augmentation through timm (``color_jitter`` off under RandAugment), with the
+    encoder's mean, std and interpolation."""
     from timm.data import create_transform
 
+    stats = _stats(prep)
     transform = create_transform(
         input_size=img_size, is_training=True, scale=(float(aug.scale_min), 1.0),
-        color_jitter=aug.color_jitter, auto_augment=aug.auto_augment or None, interpolation="bicubic",
+        color_jitter=aug.color_jitter, auto_augment=aug.auto_augment or None, interpolation=stats["interpolation"],
         re_prob=float(aug.reprob), re_mode=aug.remode, re_count=int(aug.recount),
-        mean=IMAGENET_MEAN, std=IMAGENET_STD)
+        mean=stats["mean"], std=stats["std"])
     for t in getattr(transform, "transforms", []):
         for op in getattr(t, "ops", []):
             if "Posterize" in getattr(op, "name", ""):
@@ -109,16 +128,17 @@ def finetune_train_transform(img_size: int, aug: Any) -> Callable:
         transform.device_unavailable = "colour jitter (aug.color_jitter) has no device version here"
     else:
         transform.device_recipe = DeviceRecipe(img_size, float(aug.scale_min), float(aug.reprob), str(aug.remode),
-                                               int(aug.recount))
+                                               int(aug.recount), stats["mean"], stats["std"])
     return transform
 
 
-def linprobe_train_transform(img_size: int) -> Callable:
+def linprobe_train_transform(img_size: int, prep: Preprocess | None = None) -> Callable:
     """MAE's linear-probing augmentation: RandomResizedCrop (bicubic) and a horizontal flip."""
     from maskalign.data.transforms import pretrain_transform
 
-    transform = pretrain_transform(img_size, scale_min=0.08)
-    transform.device_recipe = DeviceRecipe(img_size, 0.08)  # type: ignore[attr-defined]
+    stats = _stats(prep)
+    transform = pretrain_transform(img_size, scale_min=0.08, **stats)
+    transform.device_recipe = DeviceRecipe(img_size, 0.08, mean=stats["mean"], std=stats["std"])  # type: ignore[attr-defined]
     return transform
 
 

@@ -8,6 +8,7 @@ a class subset (ImageNet-A/-R).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -27,7 +28,7 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: str = "auto",
-             indices: Sequence[int] | None = None) -> dict[str, float]:
+             indices: Sequence[int] | None = None, progress: Any = None) -> dict[str, float]:
     """``{"top1", "top5", "loss", "n"}``: accuracies in percent, mean cross-entropy over the scored classes.
 
     Leaves the model in eval mode; training loops set their mode at every epoch start.
@@ -36,6 +37,8 @@ def evaluate(model: nn.Module, loader: DataLoader, device: torch.device, amp: st
     idx = torch.as_tensor(list(indices), dtype=torch.long, device=device) if indices is not None else None
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # top1, top5, loss, n
     for images, target in loader:
+        if progress is not None:
+            progress.update()
         images = images.to(device, non_blocking=True)
         target = target.to(device, non_blocking=True)
         with autocast(device, amp):
@@ -69,7 +72,7 @@ class Tagged(Dataset):
 
 @torch.no_grad()
 def evaluate_groups(model: nn.Module, loader: DataLoader, device: torch.device, n_groups: int,
-                    amp: str = "auto") -> torch.Tensor:
+                    amp: str = "auto", progress: Any = None) -> torch.Tensor:
     """Per-group ``[top-1 hits, top-5 hits, samples]`` (shape ``(n_groups, 3)``) over ``Tagged`` sets.
 
     One pass (and one set of loader workers) for, e.g., ImageNet-C's 75 corruption x severity
@@ -78,6 +81,8 @@ def evaluate_groups(model: nn.Module, loader: DataLoader, device: torch.device, 
     model.eval()
     counts = torch.zeros(n_groups, 3, dtype=torch.float64, device=device)
     for images, target, group in loader:
+        if progress is not None:
+            progress.update()
         images, target, group = images.to(device), target.to(device), group.to(device)
         with autocast(device, amp):
             logits = model(images)

@@ -21,12 +21,15 @@ from maskalign.tasks.context import SCRATCH_META, RunContext
 from maskalign.transfer.classifier import build_classifier, classifier_from, classifier_spec
 from maskalign.transfer.data import (
     classification_sets,
+    crop_pct_for,
+    encoder_preprocess,
     eval_loader,
     finetune_train_transform,
     per_process_batch,
     train_loader,
 )
 from maskalign.transfer.layer_decay import param_groups_lrd
+from maskalign.transfer.source import origin_of
 from maskalign.transfer.trainer import Schedule, fit
 
 
@@ -54,7 +57,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
     if not pretrained:  # a from-scratch baseline: only the architecture is taken
         ctx.record_meta = dict(SCRATCH_META)
     img_size = int(cfg.model.img_size or src.arch["img_size"])
-    train_set, val_set, root, kind = classification_sets(cfg, img_size, finetune_train_transform(img_size, cfg.aug))
+    prep = encoder_preprocess(src.meta)
+    train_t = finetune_train_transform(img_size, cfg.aug, prep)
+    train_set, val_set, root, kind = classification_sets(cfg, img_size, train_t, prep)
     num_classes = len(train_set.classes)
     head = {"kind": "finetune", "img_size": img_size, "global_pool": cfg.model.global_pool,
             "drop_path": float(cfg.model.drop_path), "head_init_std": float(cfg.model.head_init_std)}
@@ -80,8 +85,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
               f"{cfg.optim.total_batch_size}, lr {lr:.3g} (blr {cfg.optim.blr}), layer decay {cfg.optim.layer_decay}, "
               f"{cfg.optim.epochs} epochs, device {info.device}, world {info.world_size}", flush=True)
     saved = {"classifier": classifier_spec(src.arch, num_classes, "finetune", img_size, cfg.model.global_pool),
-             "classes": list(train_set.classes), "crop_pct": float(cfg.data.crop_pct),
-             "meta": {**src.meta, **ctx.record_meta},
+             "classes": list(train_set.classes), "crop_pct": crop_pct_for(cfg, prep),
+             "meta": {**src.meta, **ctx.record_meta, "origin": origin_of(src.meta)},
              "run": str(cfg.name), "task": "finetune"}
     schedule = Schedule(epochs=int(cfg.optim.epochs), warmup_epochs=float(cfg.optim.warmup_epochs), lr=lr,
                         min_lr=float(cfg.optim.min_lr), accum_iter=int(cfg.optim.accum_iter),

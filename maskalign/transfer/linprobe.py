@@ -24,6 +24,8 @@ from maskalign.tasks.context import RunContext
 from maskalign.transfer.classifier import classifier_from, classifier_spec
 from maskalign.transfer.data import (
     classification_sets,
+    crop_pct_for,
+    encoder_preprocess,
     eval_loader,
     linprobe_train_transform,
     per_process_batch,
@@ -66,7 +68,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
     seed_everything(int(cfg.seed) + info.rank)
     src = ctx.source
     img_size = int(cfg.model.img_size or src.arch["img_size"])
-    train_set, val_set, root, kind = classification_sets(cfg, img_size, linprobe_train_transform(img_size))
+    prep = encoder_preprocess(src.meta)
+    train_set, val_set, root, kind = classification_sets(cfg, img_size, linprobe_train_transform(img_size, prep), prep)
     num_classes = len(train_set.classes)
     model, report = classifier_from(src, num_classes, kind="linprobe", img_size=img_size,
                                     global_pool=cfg.model.global_pool, head_init_std=float(cfg.model.head_init_std))
@@ -83,7 +86,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
               f"{cfg.model.global_pool} features, {cfg.optim.name} lr {lr:.3g} (blr {cfg.optim.blr}), batch "
               f"{cfg.optim.total_batch_size}, {cfg.optim.epochs} epochs, device {info.device}", flush=True)
     saved = {"classifier": classifier_spec(src.arch, num_classes, "linprobe", img_size, cfg.model.global_pool),
-             "classes": list(train_set.classes), "crop_pct": float(cfg.data.crop_pct), "meta": src.meta,
+             "classes": list(train_set.classes), "crop_pct": crop_pct_for(cfg, prep), "meta": src.meta,
              "run": str(cfg.name), "task": "linprobe"}
     schedule = Schedule(epochs=int(cfg.optim.epochs), warmup_epochs=float(cfg.optim.warmup_epochs), lr=lr,
                         min_lr=float(cfg.optim.min_lr), accum_iter=int(cfg.optim.accum_iter),

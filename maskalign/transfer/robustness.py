@@ -39,12 +39,13 @@ from maskalign.config import ConfigError
 from maskalign.data.imagenet import DataError, SafeImageFolder
 from maskalign.data.transforms import eval_transform
 from maskalign.distributed import DistInfo
+from maskalign.encoders.preprocess import Preprocess
 from maskalign.encoders.report import group_of
 from maskalign.metric_names import Metric, in_c_ce
+from maskalign.progress import Progress
 from maskalign.tasks.context import RunContext
-from maskalign.teachers.base import IMAGENET_MEAN, IMAGENET_STD
 from maskalign.transfer.classifier import load_classifier
-from maskalign.transfer.data import eval_loader
+from maskalign.transfer.data import encoder_preprocess, eval_loader
 from maskalign.transfer.evaluate import Tagged, evaluate, evaluate_groups
 from maskalign.transfer.label_space import LabelSpace, for_classes
 from maskalign.transfer.metrics import CORRUPTIONS, SEVERITIES, corruption_errors, mean_corruption_error
@@ -126,11 +127,12 @@ def benchmark_paths(cfg: Any, wanted: list[str]) -> tuple[dict[str, Path | None]
     return paths, "demo"
 
 
-def _c_transform(kind: str, img_size: int, crop_pct: float) -> Callable:
+def _c_transform(kind: str, img_size: int, crop_pct: float, prep: Preprocess | None = None) -> Callable:
+    prep = prep or Preprocess()
     if kind == "eval":
-        return eval_transform(img_size, crop_pct)
+        return eval_transform(img_size, crop_pct, prep.mean, prep.std, prep.interpolation)
     if kind == "center_crop":  # hendrycks ImageNet-C/test.py: the 224-px JPEGs are only center-cropped
-        return T.Compose([T.CenterCrop(img_size), T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        return T.Compose([T.CenterCrop(img_size), T.ToTensor(), T.Normalize(prep.mean, prep.std)])
     raise ConfigError(f"data.imagenet_c_preprocess: unknown {kind!r}; use eval or center_crop")
 
 
@@ -144,7 +146,9 @@ class _Scorer:
     def __call__(self, dataset: SafeImageFolder, indices: list[int] | None = None) -> dict[str, float]:
         t0 = time.time()
         loader = eval_loader(dataset, int(self.cfg.data.batch_size), self.info, int(self.cfg.data.num_workers))
-        stats = evaluate(self.model, loader, self.info.device, self.cfg.runtime.amp, indices)
+        progress = Progress(f"robustness {getattr(dataset, 'title', '')}".strip(), len(loader), unit="batches",
+                            enabled=self.info.is_main)
+        stats = evaluate(self.model, loader, self.info.device, self.cfg.runtime.amp, indices, progress=progress)
         dt = time.time() - t0
         self.images += stats["n"]
         self.seconds += dt
@@ -153,7 +157,9 @@ class _Scorer:
     def groups(self, dataset: Dataset, n_groups: int) -> torch.Tensor:
         t0 = time.time()
         loader = eval_loader(dataset, int(self.cfg.data.batch_size), self.info, int(self.cfg.data.num_workers))
-        counts = evaluate_groups(self.model, loader, self.info.device, n_groups, self.cfg.runtime.amp)
+        progress = Progress("robustness ImageNet-C", len(loader), unit="batches", enabled=self.info.is_main)
+        counts = evaluate_groups(self.model, loader, self.info.device, n_groups, self.cfg.runtime.amp,
+                                 progress=progress)
         self.images += int(counts[:, 2].sum().item())
         self.seconds += time.time() - t0
         return counts
@@ -223,7 +229,8 @@ def run(ctx: RunContext) -> dict[str, Any]:
                         f"({saved['classifier']['num_classes']} outputs)")
     img_size = int(saved["classifier"]["img_size"])
     crop_pct = float(cfg.data.crop_pct if cfg.data.crop_pct is not None else saved.get("crop_pct", 0.875))
-    transform = eval_transform(img_size, crop_pct)
+    prep = encoder_preprocess(ctx.source.meta)  # the encoder's statistics, stored by its fine-tune
+    transform = eval_transform(img_size, crop_pct, prep.mean, prep.std, prep.interpolation)
     paths, mode = benchmark_paths(cfg, wanted)
     if info.is_main:
         print(f"[robustness] {cfg.name}: {ckpt} ({space.name} label space, {space.num_classes} classes, "
@@ -231,6 +238,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     score = _Scorer(model, info, cfg)
     metrics: dict[str, float] = {}
     details: dict[str, Any] = {"label_space": space.name, "data": mode, "img_size": img_size, "crop_pct": crop_pct,
+                               "preprocess": prep.as_dict(),
                                "imagenet_c_preprocess": cfg.data.imagenet_c_preprocess, "benchmarks": {}}
     notes: list[str] = []
     t_start = time.time()
@@ -242,7 +250,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
         if key == "in_c":
             n0, t0 = score.images, time.time()
             res = evaluate_imagenet_c(score, path, space, _c_transform(cfg.data.imagenet_c_preprocess, img_size,
-                                                                        crop_pct), notes)
+                                                                        crop_pct, prep), notes)
             metrics[str(Metric.IN_C_MCE)] = res["mce"]
             metrics.update({in_c_ce(c): v for c, v in res["ce"].items()})
             n, dt = score.images - n0, time.time() - t0

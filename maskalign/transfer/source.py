@@ -59,7 +59,9 @@ class PretrainedEncoder:
     def describe(self) -> list[str]:
         """What was loaded, for a job's log: label, family, timm model, then the loading report."""
         a = self.arch
-        head = (f"encoder {self.meta.get('label')}: family {self.family}, timm {a['timm_model']} "
+        from maskalign.encoders.families import built_timm_name
+
+        head = (f"encoder {self.meta.get('label')}: family {self.family}, timm {built_timm_name(a)} "
                 f"(width {a['embed_dim']}, depth {a['depth']}, heads {a['num_heads']}, patch {a['patch_size']}, "
                 f"{a['img_size']}px) from {self.ref.get('spec')}")
         return [head] + [f"  {line}" for line in self.report.lines()]
@@ -81,5 +83,13 @@ def load_pretrained(spec: str | Path) -> PretrainedEncoder:
 
 def encoder_record(source: PretrainedEncoder) -> dict[str, Any]:
     """The ``encoder`` entry of a job record's config: what was loaded and how."""
-    return {"family": source.family, "label": source.meta.get("label"), "arch": source.arch,
-            "source": source.meta.get("source"), "loading": source.report.as_dict()}
+    m = source.meta
+    return {"family": source.family, "label": m.get("label"), "arch": source.arch, "source": m.get("source"),
+            "origin": origin_of(m), "external": bool(m.get("external")), "pretraining": m.get("pretraining"),
+            "preprocess": m.get("preprocess"), "loading": source.report.as_dict()}
+
+
+def origin_of(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The pre-trained encoder at the start of a chain: a fine-tuned classifier's meta keeps the
+    ``origin`` of the file its fine-tune started from, so robustness rows join their encoder's."""
+    return meta.get("origin") or meta.get("source")

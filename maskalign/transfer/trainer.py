@@ -67,7 +67,7 @@ def _resume(out: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> di
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
     except (KeyError, RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        first = " ".join(str(e).split()) or type(e).__name__  # whole: a cut message hides the cause
         raise CheckpointError(f"{path}: cannot resume from it with this config ({first}); "
                               f"use another name= or delete the folder") from None
     set_rng_state(ckpt["rng"])
@@ -111,6 +111,12 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
         log_path.unlink()
     from maskalign.monitor import TrainMonitor  # TensorBoard / W&B (logging: in the config)
     mon = TrainMonitor(out, info.is_main, info.device, min(20, iters), start_step=step)
+    from maskalign.progress import Progress
+
+    planned = (schedule.epochs - start_epoch) * iters
+    if schedule.max_steps is not None:
+        planned = min(planned, max(int(schedule.max_steps) - step, 0) * schedule.accum_iter)
+    progress = Progress(tag, planned, enabled=info.is_main)
     for epoch in range(start_epoch, schedule.epochs):
         train_sampler.set_epoch(epoch)
         set_mode(net)
@@ -136,6 +142,7 @@ def fit(model: nn.Module, optimizer: torch.optim.Optimizer,
             seen += 1
             mon.iteration(it, step, loss, {}, max(g["lr"] for g in optimizer.param_groups),
                           len(images) * info.world_size)
+            progress.update()
             if schedule.max_steps is not None and step >= schedule.max_steps:
                 break
         train_loss = all_reduce_mean(loss_sum / max(seen, 1)).item()
