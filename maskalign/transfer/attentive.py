@@ -157,6 +157,7 @@ def run(ctx: RunContext) -> dict[str, Any]:
     from maskalign.engine.rng import seed_everything
     from maskalign.transfer.data import (
         classification_sets,
+        encoder_preprocess,
         eval_loader,
         finetune_train_transform,
         per_process_batch,
@@ -167,7 +168,9 @@ def run(ctx: RunContext) -> dict[str, Any]:
     seed_everything(int(cfg.seed) + info.rank)
     src = ctx.source
     img_size = int(cfg.model.img_size or src.arch["img_size"])
-    train_set, val_set, root, kind = classification_sets(cfg, img_size, finetune_train_transform(img_size, cfg.aug))
+    prep = encoder_preprocess(src.meta)  # the encoder's own statistics and interpolation
+    train_t = finetune_train_transform(img_size, cfg.aug, prep)
+    train_set, val_set, root, kind = classification_sets(cfg, img_size, train_t, prep)
     num_classes = len(train_set.classes)
     encoder = frozen_encoder(src, img_size, info.device)
     heads = int(cfg.model.num_heads or src.arch["num_heads"])

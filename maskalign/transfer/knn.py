@@ -30,7 +30,7 @@ from maskalign.atomic import atomic_write_text
 from maskalign.config import ConfigError
 from maskalign.engine.rng import seed_everything
 from maskalign.tasks.context import RunContext
-from maskalign.transfer.data import classification_sets, eval_loader
+from maskalign.transfer.data import classification_sets, crop_pct_for, encoder_preprocess, eval_loader
 from maskalign.transfer.features import FeatureCache, cache_key, extract, frozen_encoder
 
 TEMPERATURE = 0.07
@@ -130,6 +130,7 @@ def knn_accuracy(train_features: torch.Tensor, train_labels: torch.Tensor, test_
 def _split_key(src: Any, split: str, dataset: Any, img_size: int, crop_pct: float, amp: str) -> str:
     files = [str(p) for p, _ in getattr(dataset, "samples", [])]
     return cache_key(source=src.ref, split=split, img_size=img_size, crop_pct=crop_pct, amp=amp,
+                     preprocess=src.meta.get("preprocess"),
                      feature="pooled", files=cache_key(files=files), n=len(dataset))
 
 
@@ -146,9 +147,10 @@ def run(ctx: RunContext) -> dict[str, Any]:
     seed_everything(int(cfg.seed) + info.rank)
     src = ctx.source
     img_size = int(cfg.model.img_size or src.arch["img_size"])
-    crop_pct = float(cfg.data.crop_pct)
-    transform = eval_transform(img_size, crop_pct)
-    train_set, val_set, root, kind = classification_sets(cfg, img_size, transform)
+    prep = encoder_preprocess(src.meta)  # the encoder's own statistics, interpolation and crop
+    crop_pct = crop_pct_for(cfg, prep)
+    transform = eval_transform(img_size, crop_pct, prep.mean, prep.std, prep.interpolation)
+    train_set, val_set, root, kind = classification_sets(cfg, img_size, transform, prep)
     model = frozen_encoder(src, img_size, info.device)
     amp = str(cfg.runtime.amp)
     bs, workers = int(cfg.data.batch_size), int(cfg.data.num_workers)

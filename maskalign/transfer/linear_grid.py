@@ -251,7 +251,14 @@ def run(ctx: RunContext) -> dict[str, Any]:
     """Train the grid on the context's frozen encoder; choose on held-out train; report val (resumable)."""
     from maskalign.data.imagenet import image_folder
     from maskalign.data.transforms import eval_transform
-    from maskalign.transfer.data import classification_sets, eval_loader, linprobe_train_transform, train_loader
+    from maskalign.transfer.data import (
+        classification_sets,
+        crop_pct_for,
+        encoder_preprocess,
+        eval_loader,
+        linprobe_train_transform,
+        train_loader,
+    )
     cfg = ctx.config
     g = cfg.grid
     settings = make_grid([float(x) for x in g.lrs], [int(x) for x in g.n_last_blocks], [bool(x) for x in g.avgpool])
@@ -259,10 +266,12 @@ def run(ctx: RunContext) -> dict[str, Any]:
     seed_everything(int(cfg.seed) + info.rank)
     src = ctx.source
     img_size = int(cfg.model.img_size or src.arch["img_size"])
-    train_all, val_set, root, kind = classification_sets(cfg, img_size, linprobe_train_transform(img_size))
+    prep = encoder_preprocess(src.meta)  # the encoder's own statistics, interpolation and crop
+    train_all, val_set, root, kind = classification_sets(cfg, img_size, linprobe_train_transform(img_size, prep), prep)
     keep, held = _split(len(train_all), float(g.holdout_fraction), int(cfg.seed))
     train_set = _subset(train_all, keep)
-    holdout = _subset(image_folder(root, "train", eval_transform(img_size, float(cfg.data.crop_pct))), held)
+    holdout = _subset(image_folder(root, "train", eval_transform(img_size, crop_pct_for(cfg, prep), prep.mean, prep.std,
+                                                                 prep.interpolation)), held)
     num_classes = len(train_all.classes)
     model = frozen_encoder(src, img_size, info.device)
     depth = len(model.blocks)  # type: ignore[arg-type]
