@@ -25,7 +25,7 @@ TASK_MODULE = textwrap.dedent('''
     import json
     from pathlib import Path
 
-    from maskalign.results.tables import Col, Spec
+    from maskalign.results.tables import Spec
     from maskalign.tasks import Task, register_task
 
     @register_task
@@ -49,9 +49,7 @@ TASK_MODULE = textwrap.dedent('''
             return {"metrics": {"knn_like_top1": 100.0 * sum(hits) / len(hits)}}
 
         def tables(self):
-            return (Spec("knn_like", "k-NN-like protocol", self.name, "", ("Method", "Backbone"),
-                         (Col("Top-1", "knn_like_top1", paper=False, delta=False),), settings_from="record",
-                         paper_rows=False, membership="by_key"),)
+            return (Spec.of_task("knn_like", "k-NN-like protocol", self.name, [("Top-1", "knn_like_top1")]),)
 ''')
 
 # A cosine regression of each patch's pixels: a complete objective in one module.

@@ -16,8 +16,8 @@ from encoder_formats import clip, deit3, timm_model
 
 from maskalign.results import fmt
 from maskalign.results.render_all import make_tables
+from maskalign.tasks import JobSpec, RunContext, get_task
 from maskalign.tasks.spec import run_folder
-from maskalign.transfer.source import TransferRecorder, load_pretrained
 
 S = {"embed_dim": 384, "num_heads": 6}  # ViT-S width, two blocks, 32 px
 
@@ -33,9 +33,10 @@ def _mae_file(folder: Path) -> Path:
 
 
 def _record(root: Path, task: str, run: str, ckpt: str, top1: float, seed: int = 0, **config) -> None:
-    src = load_pretrained(ckpt)
-    TransferRecorder(task, run, src, {"seed": seed, "optim": {"epochs": 100}, **config}).write(
-        run_folder(root, task, run), {"top1": top1, "top5": 99.0})
+    """The record a job of ``task`` writes for these metrics, through the run context as a job does."""
+    spec = JobSpec(task=task, ckpt=ckpt, output_root=str(root), run=run,
+                   resolved={"seed": seed, "optim": {"epochs": 100}, **config})
+    RunContext(get_task(task), spec).write_record({"top1": top1, "top5": 99.0})
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ kept, with :data:`~maskalign.results.fmt.MISSING` cells, and listed in :attr:`Ta
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,18 +55,45 @@ class Col:
 
 @dataclass(frozen=True)
 class Spec:
-    """One table. A task adds its own by returning specs from ``Task.tables()`` (no edit here)."""
+    """One table: plain data. A task adds its own by returning specs from ``Task.tables()`` (no edit
+    here); a new protocol's table is ``Spec.of_task(...)``, the paper's tables are :data:`SPECS`.
 
-    name: str  # output file stem
+    Args:
+        name: the output file stem (``<out>/<name>.csv``, ``.md``).
+        title: the heading printed above the table.
+        task: the record ``task`` whose records make our rows.
+        ref: the paper's reference table (``maskalign/results/paper_reference/table<ref>.csv``) that
+            holds the paper's rows and numbers; ``""`` for a table of ours alone.
+        settings: the columns that describe a row (Method, Backbone, ...), before the values.
+        values: the value columns (:class:`Col`).
+        settings_from: where our rows' settings come from: ``"record"`` (the record's own metadata)
+            or ``"reference"`` (the paper's row the record is tagged for, as in the ablations).
+        paper_rows: ``True`` for a comparison table: the paper's rows first, then ours, with a Source column.
+        membership: which records land on which rows: ``"tagged"`` (a record's ``paper_ref`` names
+            the table and row: Tables 1, 3-6) or ``"by_key"`` (every record of the task, on the row
+            of its source or its tagged key: Tables 2, 7, robustness, segmentation, new protocols).
+        protocol: only records whose config names this protocol (``linprobe``: ``mae`` or ``dinov2``).
+    """
+
+    name: str
     title: str
-    task: str  # the record task that makes the rows
-    ref: str  # reference table holding the rows (and the expected ones)
+    task: str
+    ref: str
     settings: tuple[str, ...]
     values: tuple[Col, ...]
-    settings_from: str  # "record": ours rows describe the record; "reference": the paper's setting
-    paper_rows: bool  # comparison table: the paper's rows first, then ours, with a Source column
-    membership: str  # "tagged" (Table 1, 3-6) or "by_key" (2, 7, robustness, segmentation)
-    protocol: str | None = None  # only records whose config names this protocol (linprobe: mae | dinov2)
+    settings_from: str
+    paper_rows: bool
+    membership: str
+    protocol: str | None = None
+
+    @classmethod
+    def of_task(cls, name: str, title: str, task: str, values: Sequence[Col | tuple[str, str]], *,
+                settings: Sequence[str] = ("Method", "Backbone"), ref: str = "", protocol: str | None = None) -> Spec:
+        """A table of one task's own records, one row per source, no paper numbers: what a new
+        protocol returns from ``Task.tables()``. ``values``: :class:`Col` or ``(column, metric)`` pairs;
+        ``ref``: a paper table whose tagged rows our records may name (``"1"``: rows keyed like Table 1's)."""
+        cols = tuple(v if isinstance(v, Col) else Col(v[0], v[1], **OURS_ONLY) for v in values)
+        return cls(name, title, task, ref, tuple(settings), cols, protocol=protocol, **TRANSFER)
 
 
 def record_protocol(config: dict[str, Any] | None) -> str:
@@ -104,40 +131,45 @@ class TableResult:
         )
 
 
-_OURS_ONLY: dict[str, Any] = {"paper": False, "delta": False}
-_COMPARISON = {"settings_from": "record", "paper_rows": True}
-_ABLATION = {"settings_from": "reference", "paper_rows": False, "membership": "tagged"}
-_TRANSFER = {"settings_from": "record", "paper_rows": False, "membership": "by_key"}
+#: Presets for :class:`Col` and :class:`Spec` fields, public so that a new table need not re-spell them.
+#: A value column the paper does not report (no "Paper" column, no delta):
+OURS_ONLY: dict[str, Any] = {"paper": False, "delta": False}
+#: The paper's rows, then ours, settings read from our records (Tables 1, 2, 7):
+COMPARISON: dict[str, Any] = {"settings_from": "record", "paper_rows": True}
+#: Our runs tagged for the paper's rows, settings from the paper (Tables 3-6):
+ABLATION: dict[str, Any] = {"settings_from": "reference", "paper_rows": False, "membership": "tagged"}
+#: Every record of a task, a row per source (robustness, segmentation, new protocols):
+TRANSFER: dict[str, Any] = {"settings_from": "record", "paper_rows": False, "membership": "by_key"}
 
 SPECS: dict[str, Spec] = {s.name: s for s in [
     Spec("table1", "Table 1. Image classification: fine-tuning on ImageNet-1K", "finetune", "1",
           ("Method", "Backbone", "Supervision", "Forward Ratio", "Reconstruct Ratio", "Epochs"),
-          (Col("FT Acc.", Metric.TOP1), Col("LP Acc.", **_OURS_ONLY)), **_COMPARISON, membership="tagged"),
+          (Col("FT Acc.", Metric.TOP1), Col("LP Acc.", **OURS_ONLY)), **COMPARISON, membership="tagged"),
     Spec("table2", "Table 2. COCO detection and instance segmentation (Mask R-CNN, ViTDet)", "coco", "2",
           ("Method", "Backbone", "Supervision", "PT Epochs"),
           (Col("AP box", Metric.AP_BOX), Col("AP mask", Metric.AP_MASK)),
-          **_COMPARISON, membership="by_key"),
+          **COMPARISON, membership="by_key"),
     Spec("table3", "Table 3. Alignment strategy", "finetune", "3",
-          ("Model", "Align Type", "Top K"), (Col("FT Acc.", Metric.TOP1),), **_ABLATION),
+          ("Model", "Align Type", "Top K"), (Col("FT Acc.", Metric.TOP1),), **ABLATION),
     Spec("table4", "Table 4. Mask ratio and strategy", "finetune", "4",
-          ("Mask Type", "Mask Ratio"), (Col("FT Acc.", Metric.TOP1),), **_ABLATION),
+          ("Mask Type", "Mask Ratio"), (Col("FT Acc.", Metric.TOP1),), **ABLATION),
     Spec("table5", "Table 5. Teacher models", "finetune", "5",
-          ("Model", "Teacher Model"), (Col("S-FT Acc.", Metric.TOP1),), **_ABLATION),
+          ("Model", "Teacher Model"), (Col("S-FT Acc.", Metric.TOP1),), **ABLATION),
     Spec("table6", "Table 6. Adaptor, normalisation and [CLS]", "finetune", "6",
-          ("Model", "Adaptor", "Norm", "[CLS]"), (Col("FT Acc.", Metric.TOP1),), **_ABLATION),
+          ("Model", "Adaptor", "Norm", "[CLS]"), (Col("FT Acc.", Metric.TOP1),), **ABLATION),
     Spec("table7", "Table 7. Pre-training time (normalised to MaskAlign)", "speed", "7",
           ("Model", "Epochs"),
-          (Col("Time", kind="times", delta=False), Col("FT Acc."), Col("Sec/Iter", kind="sec", **_OURS_ONLY)),
-          **_COMPARISON, membership="by_key"),
+          (Col("Time", kind="times", delta=False), Col("FT Acc."), Col("Sec/Iter", kind="sec", **OURS_ONLY)),
+          **COMPARISON, membership="by_key"),
     Spec("robustness", "Robustness: ImageNet variants (top-1, %) and ImageNet-C mCE (%, lower is better)",
           "robustness", "1", ("Method", "Backbone", "Supervision", "Epochs"),
-          tuple(Col(c, m, **_OURS_ONLY) for c, m in (
+          tuple(Col(c, m, **OURS_ONLY) for c, m in (
               ("IN-1K", Metric.IN1K_TOP1), ("IN-A", Metric.IN_A_TOP1), ("IN-R", Metric.IN_R_TOP1),
               ("IN-Sketch", Metric.IN_SKETCH_TOP1), ("IN-V2", Metric.IN_V2_TOP1), ("IN-C mCE", Metric.IN_C_MCE))),
-          **_TRANSFER),
+          **TRANSFER),
     Spec("segmentation", "Semantic segmentation: ADE20K (UperNet, single-scale)", "ade20k", "1",
           ("Method", "Backbone", "Supervision", "Epochs"),
-          (Col("mIoU", Metric.MIOU, **_OURS_ONLY), Col("aAcc", Metric.AACC, **_OURS_ONLY)), **_TRANSFER),
+          (Col("mIoU", Metric.MIOU, **OURS_ONLY), Col("aAcc", Metric.AACC, **OURS_ONLY)), **TRANSFER),
 ]}  # fmt: skip
 
 
@@ -530,7 +562,7 @@ def build_in_c_table(ref: Reference, records: pd.DataFrame) -> TableResult:
         row["Run"] = str(rec["run_id"])
         rows.append(row)
     in_c_spec = Spec(IN_C_SPEC_NAME, "ImageNet-C corruption error per corruption (%, lower is better)",
-                     "robustness", "1", ("Method",), (), **_TRANSFER)  # fmt: skip
+                     "robustness", "1", ("Method",), (), **TRANSFER)  # fmt: skip
     frame = pd.DataFrame(rows, columns=["Method", *names, "IN-C mCE", "Run"])
     return TableResult(in_c_spec, frame, pd.DataFrame(rows), [], notes)
 

@@ -18,15 +18,13 @@ from maskalign.transfer.tasks import YamlConfigTask
 
 KNN_KS = (10, 20, 100, 200)
 _ROW = ("Method", "Backbone", "Supervision", "Epochs")
-_OURS: dict = {"paper": False, "delta": False}
 
 
 def _table(name: str, title: str, task: str, cols: tuple[tuple[str, str], ...]) -> Any:
-    """A transfer table (rows: the records of ``task``) of ``(column, metric)`` values; pandas loads late."""
-    from maskalign.results.tables import Col, Spec
+    """A table of ``task``'s records (rows keyed like Table 1's) of ``(column, metric)`` values; pandas loads late."""
+    from maskalign.results.tables import Spec
 
-    return Spec(name, title, task, "1", _ROW, tuple(Col(c, m, **_OURS) for c, m in cols), settings_from="record",
-                paper_rows=False, membership="by_key")
+    return Spec.of_task(name, title, task, cols, settings=_ROW, ref="1")
 
 
 @register_task

@@ -79,14 +79,13 @@ class LinprobeTask(YamlConfigTask):
 
     def tables(self) -> tuple[Any, ...]:
         """DINOv2's grid (``protocol: dinov2``) in a table of its own; MAE's probe stays Table 1's LP column."""
-        from maskalign.results.tables import Col, Spec
+        from maskalign.results.tables import Spec
 
         cols = (("Top-1", Metric.TOP1), ("Top-5", Metric.TOP5), ("Held-out top-1", "holdout_top1"),
                 ("Top-1 chosen on val (DINOv2)", "val_selected_top1"))
-        return (Spec("linear_grid", "DINOv2 linear evaluation: the head chosen on held-out train, on val (%)",
-                     self.name, "1", ("Method", "Backbone", "Supervision", "Epochs", "Head"),
-                     tuple(Col(c, m, paper=False, delta=False) for c, m in cols), settings_from="record",
-                     paper_rows=False, membership="by_key", protocol="dinov2"),)
+        return (Spec.of_task("linear_grid", "DINOv2 linear evaluation: the head chosen on held-out train, on val (%)",
+                             self.name, cols, settings=("Method", "Backbone", "Supervision", "Epochs", "Head"),
+                             ref="1", protocol="dinov2"),)
 
 
 @register_task
