@@ -8,11 +8,11 @@ a temporary folder, runs the union of all listed tests there unmutated (they mus
 every mutation would look caught), then for each mutation applies it, runs its tests with
 ``PYTHONPATH`` pointing at the copy, and restores the file.
 
-    python scripts/mutation_check.py              # everything (about 6 minutes on 2 CPU cores)
-    python scripts/mutation_check.py --list       # the planted bugs
+    python scripts/mutation_check.py --jobs 2            # everything, two at a time, each in its own copy
+                                                         # (15-35 minutes on 2 CPU cores, load-dependent)
+    python scripts/mutation_check.py --list              # the planted bugs, with their areas
     python scripts/mutation_check.py --only mae-decoder-pos-embed lut-ema-late
     python scripts/mutation_check.py --area robustness   # one area's bugs, each against its own tests
-    python scripts/mutation_check.py --jobs 2            # two at a time, each in its own copy
 
 Exit status 0 when every mutation applied and was caught; 1 when one was missed, did not apply
 (its ``old`` string is gone or ambiguous: update the entry when code moves) or the baseline
