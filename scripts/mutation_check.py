@@ -8,11 +8,11 @@ a temporary folder, runs the union of all listed tests there unmutated (they mus
 every mutation would look caught), then for each mutation applies it, runs its tests with
 ``PYTHONPATH`` pointing at the copy, and restores the file.
 
-    python scripts/mutation_check.py              # everything (about 6 minutes on 2 CPU cores)
-    python scripts/mutation_check.py --list       # the planted bugs
+    python scripts/mutation_check.py --jobs 2            # everything, two at a time, each in its own copy
+                                                         # (15-35 minutes on 2 CPU cores, load-dependent)
+    python scripts/mutation_check.py --list              # the planted bugs, with their areas
     python scripts/mutation_check.py --only mae-decoder-pos-embed lut-ema-late
     python scripts/mutation_check.py --area robustness   # one area's bugs, each against its own tests
-    python scripts/mutation_check.py --jobs 2            # two at a time, each in its own copy
 
 Exit status 0 when every mutation applied and was caught; 1 when one was missed, did not apply
 (its ``old`` string is gone or ambiguous: update the entry when code moves) or the baseline
@@ -177,7 +177,7 @@ MUTATIONS: list[Mutation] = [
       ("tests/test_exact_fixes.py",)),
     M("ckpt-encoder-prefix-kept", "maskalign/checkpoint.py",
       'state = _strip(state, ("module.", "encoder.", "backbone."))', 'state = _strip(state, ("module.", "backbone."))',
-      ("tests/test_transfer_loading.py",)),
+      ("tests/test_checkpoint_encoder_state.py", "tests/test_transfer_loading.py")),
     M("d2-norms-swapped", "maskalign/detection/convert.py",
       "out[prefix + key] = value.detach().clone().contiguous()",
       'out[prefix + (key.replace(".norm1.", ".norm2.") if ".norm1." in key else key.replace(".norm2.", ".norm1."))]'
@@ -484,10 +484,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_baseline:
             fast = sorted({t for m in chosen if not m.slow for t in m.tests})
             slow = sorted({t for m in chosen if m.slow for t in m.tests})
-            for tests, with_slow in ((fast, False), (slow, True)):
-                if not tests:
-                    continue
-                rc, out, dt = run_tests(root, tests, with_slow, args.timeout)
+            runs = [(tests, with_slow) for tests, with_slow in ((fast, False), (slow, True)) if tests]
+            with ThreadPoolExecutor(max_workers=len(roots)) as pool:  # both at once when --jobs allows
+                done = list(pool.map(lambda ij: run_tests(roots[ij[0] % len(roots)], ij[1][0], ij[1][1], args.timeout),
+                                     enumerate(runs)))
+            for (tests, with_slow), (rc, out, dt) in zip(runs, done):
                 print(f"baseline ({len(tests)} test targets{', slow included' if with_slow else ''}): "
                       f"{'pass' if rc == 0 else f'FAIL (rc {rc})'} in {dt:.0f} s", flush=True)
                 if rc != 0:
