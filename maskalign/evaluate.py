@@ -77,7 +77,7 @@ class Encoder:
 
 def read_encoders(ckpts: Sequence[str]) -> list[Encoder]:
     """Read every encoder now: a bad file fails here, in one line, before any job."""
-    from maskalign.encoders.spec import absolute_spec
+    from maskalign.encoders.source_spec import absolute_spec
     from maskalign.tasks import get_task
 
     out, seen = [], {}

@@ -9,7 +9,7 @@ require_mmseg()
 
 import torch
 
-from maskalign.segmentation.optim import layer_id, lr_scale
+from maskalign.segmentation.layer_decay import layer_id, lr_scale
 
 DEPTH, RATE, LR, WD = 6, 0.65, 1e-4, 0.05
 

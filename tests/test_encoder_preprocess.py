@@ -14,7 +14,7 @@ from torchvision import transforms as T
 
 from maskalign.data.transforms import eval_transform
 from maskalign.encoders.preprocess import Preprocess, preprocess_for
-from maskalign.encoders.spec import EncoderError
+from maskalign.encoders.source_spec import EncoderError
 from maskalign.transfer.data import finetune_train_transform, linprobe_train_transform
 
 

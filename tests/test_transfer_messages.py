@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from maskalign.encoders.spec import EncoderError
+from maskalign.encoders.source_spec import EncoderError
 
 
 def test_a_text_file_as_ckpt_says_so(tmp_path: Path) -> None:

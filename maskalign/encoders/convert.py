@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from maskalign.encoders.report import LoadingReport, describe_keys
-from maskalign.encoders.spec import EncoderError
+from maskalign.encoders.source_spec import EncoderError
 from maskalign.safe_load import load_weights
 
 _CONTAINERS = ("model", "state_dict", "module", "model_ema", "state_dict_ema")

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from maskalign.encoders.spec import EncoderError
+from maskalign.encoders.source_spec import EncoderError
 
 
 @dataclass(frozen=True)

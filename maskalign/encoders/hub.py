@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from maskalign.encoders.spec import EncoderError, EncoderSpec
+from maskalign.encoders.source_spec import EncoderError, EncoderSpec
 
 HUB_HOST = "huggingface.co"
 

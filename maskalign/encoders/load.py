@@ -1,6 +1,6 @@
 """``load_encoder(spec)``: any published ViT as the timm model of its family, exactly, with a report.
 
-See :mod:`maskalign.encoders.spec` for the spec syntax, :mod:`maskalign.encoders.families` for
+See :mod:`maskalign.encoders.source_spec` for the spec syntax, :mod:`maskalign.encoders.families` for
 the families and :mod:`maskalign.encoders.convert` for the conversion. The encoder is built with
 ``num_classes=0``; :meth:`LoadedEncoder.build` builds the same encoder again with a classifier
 head, drop path or another image size, from the same tensors.
@@ -20,7 +20,7 @@ from maskalign.encoders import convert, families, hub
 from maskalign.encoders.label import backbone_name, encoder_label, external_method
 from maskalign.encoders.provenance import recognise
 from maskalign.encoders.report import LoadingReport
-from maskalign.encoders.spec import EncoderError, EncoderSpec, parse_spec
+from maskalign.encoders.source_spec import EncoderError, EncoderSpec, parse_spec
 
 
 @dataclass
@@ -152,7 +152,7 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
     """Load ``spec`` (a file, ``timm:<name>`` or ``open_clip:<model>/<tag>``) as its family's timm model.
 
     Args:
-        spec: see :mod:`maskalign.encoders.spec`.
+        spec: see :mod:`maskalign.encoders.source_spec`.
         img_size: build for this resolution (position tables resampled the family's way); default:
             the resolution the weights were trained at.
 

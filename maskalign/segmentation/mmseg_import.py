@@ -60,7 +60,7 @@ def import_mmseg() -> ModuleType:
     _STATE["mmseg"] = mmseg
     try:
         import maskalign.segmentation.ade20k_dataset
-        import maskalign.segmentation.optim  # noqa: F401  (registers ViTLayerDecayOptimizerConstructor)
+        import maskalign.segmentation.layer_decay  # noqa: F401  (registers ViTLayerDecayOptimizerConstructor)
     except BaseException:
         _STATE.pop("mmseg")
         raise

@@ -57,7 +57,7 @@ def _sha256(path: Path) -> str:
 
 def source_identity(ckpt: str | Path) -> dict[str, str]:
     """``{"hub": spec}`` for a hub name, ``{"sha256": ..., "path": ...}`` for a file (options after ``#`` kept)."""
-    from maskalign.encoders.spec import parse_spec
+    from maskalign.encoders.source_spec import parse_spec
 
     spec = parse_spec(str(ckpt))
     if spec.kind != "file":
@@ -67,7 +67,7 @@ def source_identity(ckpt: str | Path) -> dict[str, str]:
 
 def source_options(text: str) -> dict[str, str]:
     """``{"options": "k=v,..."}`` for a file spec read with options after ``#`` (they change the encoder)."""
-    from maskalign.encoders.spec import parse_spec
+    from maskalign.encoders.source_spec import parse_spec
 
     spec = parse_spec(text)
     if spec.kind != "file" or not spec.options:
@@ -92,7 +92,7 @@ def describe_source(source: dict[str, Any]) -> str:
 
 def source_name(ckpt: str | Path, meta: dict[str, Any] | None = None) -> str:
     """The readable name of a source in run names: this project's run, the hub name, the file's stem."""
-    from maskalign.encoders.spec import parse_spec
+    from maskalign.encoders.source_spec import parse_spec
 
     meta = meta or {}
     if meta.get("run"):

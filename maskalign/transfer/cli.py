@@ -91,7 +91,7 @@ def on_demo_data(spec: JobSpec) -> bool:
 
 def main(task_name: str, args: argparse.Namespace) -> int:
     """Check, then launch (SLURM, here, or a dry run) one job of ``task_name``."""
-    from maskalign.encoders.spec import absolute_spec
+    from maskalign.encoders.source_spec import absolute_spec
 
     try:
         task = get_task(task_name)

@@ -39,7 +39,7 @@ from maskalign.distributed import all_reduce_mean, barrier
 from maskalign.engine.optim import cosine_lr
 from maskalign.engine.rng import rng_state, seed_everything, set_rng_state
 from maskalign.tasks.context import RunContext
-from maskalign.transfer.evaluate import all_reduce_sum
+from maskalign.transfer.accuracy import all_reduce_sum
 from maskalign.transfer.features import BlockTokens, block_tokens, frozen_encoder
 
 #: DINOv2's learning rates (before the batch/256 scaling).

@@ -44,9 +44,9 @@ from maskalign.encoders.report import group_of
 from maskalign.metric_names import Metric, in_c_ce
 from maskalign.progress import Progress
 from maskalign.tasks.context import RunContext
+from maskalign.transfer.accuracy import Tagged, evaluate, evaluate_groups
 from maskalign.transfer.classifier import load_classifier
 from maskalign.transfer.data import encoder_preprocess, eval_loader
-from maskalign.transfer.evaluate import Tagged, evaluate, evaluate_groups
 from maskalign.transfer.label_space import LabelSpace, for_classes
 from maskalign.transfer.metrics import CORRUPTIONS, SEVERITIES, corruption_errors, mean_corruption_error
 from maskalign.transfer.source import PretrainedEncoder, load_pretrained

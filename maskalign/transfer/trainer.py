@@ -34,7 +34,7 @@ from maskalign.distributed import DistInfo, all_reduce_mean, barrier
 from maskalign.engine.optim import cosine_lr, set_lr
 from maskalign.engine.rng import rng_state, set_rng_state
 from maskalign.metric_names import Metric
-from maskalign.transfer.evaluate import evaluate
+from maskalign.transfer.accuracy import evaluate
 
 LAST = "checkpoint.pth"
 BEST = "checkpoint-best.pth"
