@@ -180,6 +180,12 @@ def test_submit_dry_run_of_a_sweep_with_a_pipeline_runs_nothing(tmp_path: Path) 
 
 # --- status ---------------------------------------------------------------------------------------
 
+def _record(folder: Path, metrics: dict[str, float]) -> None:
+    """A whole record (``jobs status`` reads it as any reader does: a partial one is a bad record)."""
+    write_record(folder, Record(run_id=f"pretrain/{folder.name}", task="pretrain", method="maskalign",
+                                backbone="ViT-B/16", supervision="CLIP-B/16", metrics=metrics))
+
+
 def _run(root: Path, kind: str, name: str) -> Path:
     d = root / kind / name
     d.mkdir(parents=True)
@@ -188,11 +194,8 @@ def _run(root: Path, kind: str, name: str) -> Path:
 
 
 def test_status_reads_the_jobs_own_files(tmp_path: Path) -> None:
-    from maskalign.records import Record, write_record
-
     done = _run(tmp_path, "pretrain", "done")
-    write_record(done, Record(run_id="pretrain/done", task="pretrain", method="maskalign", backbone="ViT-T/16",
-                              supervision="CLIP", metrics={"final_loss": 0.25}))
+    _record(done, {"final_loss": 0.25})
     (done / "log.jsonl").write_text("".join(json.dumps({"epoch": e, "loss": 1.0}) + "\n" for e in range(4)))
     stopped = _run(tmp_path, "pretrain", "stopped")
     (stopped / "log.jsonl").write_text(json.dumps({"epoch": 0}) + "\n" + json.dumps({"epoch": 1}) + "\n")
@@ -230,11 +233,8 @@ def test_status_reads_the_jobs_own_files(tmp_path: Path) -> None:
 
 
 def test_status_command_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from maskalign.records import Record, write_record
-
     d = _run(tmp_path, "pretrain", "a")
-    write_record(d, Record(run_id="pretrain/a", task="pretrain", method="maskalign", backbone="ViT-T/16",
-                           supervision="CLIP", metrics={"final_loss": 0.5}))
+    _record(d, {"final_loss": 0.5})
     assert jobs.main(["status", str(tmp_path), "--no-slurm", "--json"]) == 0
     row = json.loads(capsys.readouterr().out.strip())
     assert row["state"] == "done" and row["kind"] == "pretrain"

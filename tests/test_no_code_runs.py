@@ -169,3 +169,21 @@ def test_every_job_refuses_its_ckpt(tmp_path: Path, script: str, kind: str) -> N
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr[-2000:]
     _check_refusal(lines[0], f, marker)
     assert SCRIPT_SENTINEL not in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ("coco_vitdet.py", "ade20k_upernet.py"))
+@pytest.mark.parametrize("kind", KINDS)
+def test_eval_only_weights_are_refused(tmp_path: Path, script: str, kind: str) -> None:
+    """``--eval-only --weights FILE``: detectron2's and mmengine's checkpointers use the one loader."""
+    from coco_helpers import make_encoder_ckpt
+
+    encoder = make_encoder_ckpt(tmp_path / "encoder")
+    f, marker = _make(kind, tmp_path / "files")
+    proc = _job(script, "--ckpt", str(encoder), "--eval-only", "--weights", str(f), "--output-dir",
+                str(tmp_path / "out"))
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    _check_refusal(lines[0], f, marker)
+    assert SCRIPT_SENTINEL not in proc.stdout

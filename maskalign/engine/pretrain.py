@@ -143,8 +143,7 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
     for note in run.notes:
         print(f"[pretrain] {note}", flush=True)
     seed_everything(cfg.seed + info.rank)
-    if info.is_main:
-        fault_at_start()  # tests only: a stop before the teacher, the data set and the loop
+    fault_at_start()  # tests only: a stop before the teacher, the data set and the loop
     if cfg.data.dataset == "imagenet" and cfg.data.root:
         # Fail on a wrong data path before a teacher is downloaded or trained.
         from maskalign.data.imagenet import check_split_dir
@@ -195,7 +194,7 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
         start_epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
         start_iter = int(ckpt.get("iter_in_epoch", 0))
         history = list(ckpt.get("history") or [])
-        accum = dict(ckpt.get("accum") or {})
+        accum = _own_accum(dict(ckpt.get("accum") or {}), info)
         set_rng_state(ckpt["rng"])
         run.ckpt = None  # the optimizer holds its own copy now
         if info.rank:  # the checkpoint holds rank 0's RNG streams; other ranks draw their own masks
@@ -266,14 +265,12 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
                     bar.set_postfix(loss=f"{loss_sum.item() / n_seen:.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
             if max_steps is not None and step >= max_steps:
                 break
-            if info.is_main:
-                fault_point(epoch, it + 1)  # tests only: a named step at which a stop arrives
+            fault_point(epoch, it + 1)  # tests only: a named step at which a stop arrives (on a named rank)
             if boundary and it + 1 < iters and _stop_agreed(info):
                 if bar is not None:
                     bar.close()
                 _stop_mid_epoch(run, info, _state(objective, optimizer, epoch, step, cfg, history, it + 1,
-                                                  {"loss_sum": loss_sum.cpu(), "n_seen": n_seen,
-                                                   "metric_sums": {k: v.cpu() for k, v in metric_sums.items()}}),
+                                                  _accum_of_all_ranks(loss_sum, metric_sums, n_seen, info)),
                                 epoch, it + 1, iters, objective, optimizer)
         if bar is not None:
             bar.close()
@@ -358,6 +355,31 @@ def _check_finite(objective: Objective, optimizer: torch.optim.Optimizer, info: 
     if flag.item() > 0:
         raise FloatingPointError(f"[pretrain] {bad or 'a weight on another rank'} is not finite; {path} not written "
                                  f"(the last checkpoint is kept); lower optim.blr or enable optim.clip_grad")
+
+
+def _accum_of_all_ranks(loss_sum: torch.Tensor, metric_sums: dict[str, torch.Tensor], n_seen: int,
+                        info: DistInfo) -> dict[str, Any]:
+    """The epoch's running sums for a mid-epoch checkpoint: rank 0's, plus every rank's own
+    (``per_rank``), so that each rank of a resume in the same world size goes on from its own sums
+    and the epoch's mean loss equals the uninterrupted run's bit for bit."""
+    keys = sorted(metric_sums)
+    mine = torch.stack([loss_sum.detach().float(), *(metric_sums[k].detach().float() for k in keys)])
+    gathered = [mine]
+    if info.world_size > 1:
+        gathered = [torch.zeros_like(mine) for _ in range(info.world_size)]
+        torch.distributed.all_gather(gathered, mine)
+    per_rank = [{"loss_sum": g[0].to(loss_sum.dtype).cpu(),
+                 "metric_sums": {k: g[1 + i].cpu() for i, k in enumerate(keys)}} for g in gathered]
+    return {"loss_sum": loss_sum.cpu(), "n_seen": n_seen, "metric_sums": {k: v.cpu() for k, v in metric_sums.items()},
+            "per_rank": per_rank}
+
+
+def _own_accum(accum: dict[str, Any], info: DistInfo) -> dict[str, Any]:
+    """This rank's running sums from a checkpoint's (rank 0's when the world size changed)."""
+    per_rank = accum.pop("per_rank", None)
+    if isinstance(per_rank, list) and len(per_rank) == info.world_size:
+        accum.update(per_rank[info.rank])
+    return accum
 
 
 def _stop_agreed(info: DistInfo) -> bool:

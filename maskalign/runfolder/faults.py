@@ -7,7 +7,8 @@ there, through the environment of the job it starts:
 
 * ``MASKALIGN_FAULT_AT=E:I`` -- the point: epoch ``E`` (0-based), after ``I`` iterations of it;
   or ``start``: when the job starts, before the teacher, the data set (a demo world) and the loop;
-* ``MASKALIGN_FAULT=ACTION`` -- what happens there, in the main process:
+* ``MASKALIGN_FAULT=ACTION`` -- what happens there, in the process of rank ``MASKALIGN_FAULT_RANK``
+  (default 0; ``RANK`` of a distributed run):
 
   - ``hold``: write the file ``MASKALIGN_FAULT_READY`` names (if any), then wait until a stop is
     requested (a signal arrives); bounded by ``MASKALIGN_FAULT_TIMEOUT`` seconds (default 600), so
@@ -32,6 +33,7 @@ from maskalign.runfolder.preempt import stop_requested
 
 ENV_AT, ENV_ACTION, ENV_READY, ENV_TIMEOUT = ("MASKALIGN_FAULT_AT", "MASKALIGN_FAULT", "MASKALIGN_FAULT_READY",
                                               "MASKALIGN_FAULT_TIMEOUT")
+ENV_RANK = "MASKALIGN_FAULT_RANK"
 ACTIONS = ("hold", "USR2", "TERM", "INT", "nan")
 START = (-1, -1)  # MASKALIGN_FAULT_AT=start
 
@@ -70,6 +72,8 @@ def fault_at_start() -> None:
 
 def fault_point(epoch: int, iteration: int) -> None:
     """Called by the training loop at each iteration boundary (``iteration`` done in ``epoch``)."""
+    if os.environ.get(ENV_RANK, "0") != os.environ.get("RANK", "0"):
+        return
     for e, i, action in _points():
         if (e, i) == (epoch, iteration) and action != "nan":
             _act(action)

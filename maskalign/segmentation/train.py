@@ -30,6 +30,7 @@ from typing import Any
 from maskalign.config import config_dir, find_config_file
 from maskalign.errors import UserError
 from maskalign.metric_names import Metric
+from maskalign.safe_load import load_weights
 from maskalign.tasks.context import RunContext
 from maskalign.tasks.spec import JobSpec
 
@@ -288,7 +289,7 @@ def run_job(ctx: RunContext) -> dict[str, Any]:
         if info.world_size > 1:
             torch.distributed.barrier()
         if not info.is_main:
-            converted = torch.load(init_path, map_location="cpu", weights_only=True)
+            converted = load_weights(init_path)
 
     runner = Runner.from_cfg(cfg)
     tap = ValMetricsTap()
