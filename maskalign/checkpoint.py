@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from maskalign.atomic import atomic_torch_save, atomic_write_text
-from maskalign.errors import UserError
+from maskalign.errors import CheckpointError
 from maskalign.safe_load import load_weights
 
 CHECKPOINT = "checkpoint.pth"
@@ -39,10 +39,6 @@ FULL_MODEL = "pretrain_model.pth"
 STANDARD_HEADS = {192: 3, 384: 6, 768: 12, 1024: 16, 1280: 16}
 
 _ENCODER_KEY = re.compile(r"^(cls_token|pos_embed|patch_embed\..*|blocks\.\d+\..*|norm\.(weight|bias))$")
-
-
-class CheckpointError(UserError):
-    """A checkpoint that cannot be used; the message names the file and the problem."""
 
 
 def load_file(path: str | Path) -> Any:

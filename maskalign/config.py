@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-from maskalign.errors import UserError
+from maskalign.errors import ConfigError
 
 #: The configs shipped as package data, one folder per kind of job.
 CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
@@ -38,10 +38,6 @@ def config_dir(kind: str) -> Path:
 def default_output_root() -> str:
     """``$MASKALIGN_OUTPUT``, else ``output`` (relative to the working directory)."""
     return os.environ.get(OUTPUT_ENV) or "output"
-
-
-class ConfigError(UserError):
-    """A configuration problem, phrased as one line for the user."""
 
 
 def _load_yaml(path: Path) -> DictConfig:

@@ -29,7 +29,7 @@ from maskalign.errors import UserError
 from maskalign.launch import get_args_parser as launcher_parser
 from maskalign.launch import use_slurm
 from maskalign.pipeline import (
-    PipelineError,
+    ConfigError,
     PlannedStage,
     PretrainRun,
     parse_stage_args,
@@ -123,10 +123,10 @@ def plan(encoders: list[Encoder], protocols: str, args: argparse.Namespace, root
                         check_identity(spec.folder, identity_of(spec))
                     else:  # robustness: the fine-tune's classifier, in a folder named as the fine-tune's
                         spec = build_spec(task, ns, None, run=upstream_run[stage.after], output_root=root)
-                except PipelineError:
+                except ConfigError:
                     raise
                 except UserError as e:
-                    raise PipelineError(f"evaluate: {enc.spec}: {stage.name}: {e}") from None
+                    raise ConfigError(f"evaluate: {enc.spec}: {stage.name}: {e}") from None
                 upstream_run[stage.name] = spec.run
                 if (spec.folder / RECORD_FILENAME).is_file() and stage.name not in _redo_after(todo, run):
                     done.append(f"{stage.name}/{spec.run}")

@@ -37,7 +37,7 @@ from pathlib import Path
 from maskalign.config import default_output_root
 from maskalign.errors import UserError
 from maskalign.launch import read_job_info
-from maskalign.records import RECORD_FILENAME, RecordError, read_record
+from maskalign.records import RECORD_FILENAME, DataError, read_record
 from maskalign.runfolder.history import read_events, record_event
 from maskalign.runfolder.lock import read_holder
 
@@ -181,7 +181,7 @@ def _record_detail(folder: Path) -> tuple[str, str]:
     """(state, detail) of a folder holding ``record.json``: ``done`` with its metrics, or ``bad record``."""
     try:
         metrics = read_record(folder / RECORD_FILENAME).metrics
-    except RecordError as e:
+    except DataError as e:
         return "bad record", str(e)
     shown = [f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float))][:3]
     return "done", ", ".join(shown)

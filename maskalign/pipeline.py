@@ -33,14 +33,10 @@ import shlex
 import sys
 from dataclasses import dataclass
 
-from maskalign.errors import UserError
+from maskalign.errors import ConfigError, UserError
 from maskalign.launch import add_launcher_args, launch, slurm_available
 from maskalign.tasks import PRETRAIN, JobSpec, Task, TaskJob, get_task, registered_tasks
 from maskalign.transfer.cli import add_task_args, build_spec
-
-
-class PipelineError(UserError):
-    """A pipeline that cannot be set up; one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -69,33 +65,33 @@ def parse_stages(text: str) -> list[Stage]:
         name, sep, module = (p.strip() for p in item.partition("="))
         if sep:
             if module.endswith(".py") or "/" in module:
-                raise PipelineError(f"pipeline: {item!r}: give the module that registers task {name!r} "
+                raise ConfigError(f"pipeline: {item!r}: give the module that registers task {name!r} "
                                     f"(NAME=package.module), not a script path")
             try:
                 importlib.import_module(module)
             except ImportError as e:
-                raise PipelineError(f"pipeline: {item!r}: cannot import {module} ({e})") from None
+                raise ConfigError(f"pipeline: {item!r}: cannot import {module} ({e})") from None
         tasks = registered_tasks()
         if name not in tasks:
             where = f"{module} registers no task {name!r}" if sep else f"unknown stage {name!r}"
-            raise PipelineError(f"pipeline: {where}; known: {', '.join(tasks)} (or NAME=package.module)")
+            raise ConfigError(f"pipeline: {where}; known: {', '.join(tasks)} (or NAME=package.module)")
         stage = _stage(tasks[name])
         if any(s.name == stage.name for s in stages):
-            raise PipelineError(f"pipeline: stage {name!r} is listed twice")
+            raise ConfigError(f"pipeline: stage {name!r} is listed twice")
         stages.append(stage)
     if not stages:
-        raise PipelineError("pipeline: no stage given (e.g. --pipeline finetune,linprobe)")
+        raise ConfigError("pipeline: no stage given (e.g. --pipeline finetune,linprobe)")
     names = {s.name for s in stages}
     for s in stages:
         if s.after != PRETRAIN and s.after not in names:
-            raise PipelineError(f"pipeline: stage {s.name!r} consumes {s.after!r}'s checkpoint; add {s.after} "
+            raise ConfigError(f"pipeline: stage {s.name!r} consumes {s.after!r}'s checkpoint; add {s.after} "
                                 f"to --pipeline")
     ordered: list[Stage] = []
     while len(ordered) < len(stages):
         ready = [s for s in stages
                  if s not in ordered and (s.after == PRETRAIN or s.after in {o.name for o in ordered})]
         if not ready:
-            raise PipelineError("pipeline: the stages depend on each other in a circle")
+            raise ConfigError("pipeline: the stages depend on each other in a circle")
         ordered.extend(ready)
     return ordered
 
@@ -107,7 +103,7 @@ def parse_stage_args(items: list[str], stages: list[Stage]) -> dict[str, str]:
     for item in items:
         name, sep, rest = item.partition("=")
         if not sep or name not in names:
-            raise PipelineError(f"pipeline: --stage-args {item!r}: expected STAGE='ARGS' with STAGE one of "
+            raise ConfigError(f"pipeline: --stage-args {item!r}: expected STAGE='ARGS' with STAGE one of "
                                 f"{', '.join(sorted(names))}")
         out[name] = (out.get(name, "") + " " + rest).strip()
     return out
@@ -126,9 +122,9 @@ def split_stage_args(base: argparse.Namespace, text: str, task: Task) -> argpars
         ns, rest = launcher.parse_known_args(shlex.split(text), namespace=ns)
         mine = own.parse_intermixed_args(rest)
     except SystemExit:
-        raise PipelineError(f"pipeline: cannot parse stage arguments {text!r} for {task.name}") from None
+        raise ConfigError(f"pipeline: cannot parse stage arguments {text!r} for {task.name}") from None
     if mine.output_dir or mine.name or any(o.startswith(("output_dir=", "name=")) for o in mine.overrides):
-        raise PipelineError(f"pipeline: --stage-args {task.name}: the pipeline sets the run folder "
+        raise ConfigError(f"pipeline: --stage-args {task.name}: the pipeline sets the run folder "
                             f"(<output>/{task.name}/<pre-training run>); drop --output-dir/--name")
     for key, value in vars(mine).items():
         setattr(ns, key, value)
@@ -176,10 +172,10 @@ def plan_pipeline(stages: list[Stage], runs: list[PretrainRun], args: argparse.N
             ns = split_stage_args(args, stage_args.get(stage.name, ""), task)
             try:
                 spec = build_spec(task, ns, None, run=run.name, output_root=run.output_root)
-            except PipelineError:
+            except ConfigError:
                 raise
             except UserError as e:
-                raise PipelineError(f"pipeline: {stage.name}: {e}") from None
+                raise ConfigError(f"pipeline: {stage.name}: {e}") from None
             plan.append(PlannedStage(stage, run, ns, spec))
     return plan
 

@@ -18,16 +18,12 @@ from __future__ import annotations
 import importlib
 from importlib.metadata import entry_points
 
-from maskalign.errors import UserError
+from maskalign.errors import ConfigError
 
 TASKS, OBJECTIVES, TEACHERS = "maskalign.tasks", "maskalign.objectives", "maskalign.teachers"
 GROUPS = (TASKS, OBJECTIVES, TEACHERS)
 
 _loaded: set[str] = set()
-
-
-class PluginError(UserError):
-    """A plug-in's entry point that cannot be imported."""
 
 
 def load_plugins(group: str) -> list[str]:
@@ -45,7 +41,7 @@ def load_plugins(group: str) -> list[str]:
         except Exception as e:  # a broken plug-in is named, whatever it raised
             dist = getattr(ep.dist, "name", "?")
             _loaded.discard(group)
-            raise PluginError(f"plug-in {dist}: entry point {ep.name} = {ep.value} of group {group} cannot be "
+            raise ConfigError(f"plug-in {dist}: entry point {ep.name} = {ep.value} of group {group} cannot be "
                               f"imported ({type(e).__name__}: {e})") from None
         done.append(module)
     return done

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from maskalign.atomic import atomic_write_text
-from maskalign.errors import UserError
+from maskalign.errors import DataError
 
 SCHEMA_VERSION = "maskalign.record/1"
 RECORD_FILENAME = "record.json"
@@ -150,27 +150,23 @@ def write_record(out_dir: str | os.PathLike, record: Record) -> Path:
     return path
 
 
-class RecordError(UserError):
-    """A record file that cannot be read; the message names the file."""
-
-
 def read_record(path: str | os.PathLike) -> Record:
-    """The record in ``path``; a missing, unreadable or malformed file is one ``RecordError`` line."""
+    """The record in ``path``; a missing, unreadable or malformed file is one ``DataError`` line."""
     path = Path(path)
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))
     except OSError as e:
-        raise RecordError(f"{path}: not a readable JSON record ({e.strerror or e})") from None
+        raise DataError(f"{path}: not a readable JSON record ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
-        raise RecordError(f"{path}: not a readable JSON record (not UTF-8 at byte {e.start})") from None
+        raise DataError(f"{path}: not a readable JSON record (not UTF-8 at byte {e.start})") from None
     except ValueError as e:  # json.JSONDecodeError, and numbers Python cannot hold
-        raise RecordError(f"{path}: not a readable JSON record ({e})") from None
+        raise DataError(f"{path}: not a readable JSON record ({e})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA_VERSION:
-        raise RecordError(f"{path}: not a {SCHEMA_VERSION} record")
+        raise DataError(f"{path}: not a {SCHEMA_VERSION} record")
     try:
         return Record(**data)
     except (TypeError, ValueError) as e:
-        raise RecordError(f"{path}: malformed record ({e})") from None
+        raise DataError(f"{path}: malformed record ({e})") from None
 
 
 def find_records(root: str | os.PathLike) -> list[Path]:

@@ -20,15 +20,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from maskalign.errors import UserError
+from maskalign.errors import CheckpointError, UserError
 
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 CONVERT_HINT = ("convert it where you trust it, with its publisher's own tooling, to a file of tensors "
                 "(torch.save(model.state_dict()) or safetensors)")
-
-
-class UnsafeFileError(UserError):
-    """A weights file that is missing, unreadable, or would need code to be opened."""
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -57,7 +53,7 @@ def _reason(err: BaseException) -> str:
     return f"not a readable checkpoint ({first})"
 
 
-def load_weights(path: str | Path, allowed: list | tuple = (), error: type[UserError] = UnsafeFileError) -> Any:
+def load_weights(path: str | Path, allowed: list | tuple = (), error: type[UserError] = CheckpointError) -> Any:
     """The file's object (tensors, containers, plain values, and the ``allowed`` classes only).
 
     ``allowed`` are passed to ``torch.serialization.safe_globals`` (classes or ``(callable, name)``

@@ -10,7 +10,7 @@ require_mmseg()
 
 from maskalign.models import build_vit
 from maskalign.models.pos_embed import resize_pos_embed
-from maskalign.segmentation.convert import ConversionError, check_fits, to_mmseg_backbone
+from maskalign.segmentation.convert import CheckpointError, check_fits, to_mmseg_backbone
 
 IMG, PATCH = 64, 8
 OUT_INDICES = [1, 2, 3, 5]
@@ -100,7 +100,7 @@ def test_pos_embed_resized_to_the_512px_grid() -> None:
 def test_foreign_keys_are_refused() -> None:
     enc = build_vit("vit_tiny_demo", IMG, PATCH)
     state = {**enc.state_dict(), "decoder_embed.weight": torch.zeros(4, 4)}
-    with pytest.raises(ConversionError, match="decoder_embed.weight"):
+    with pytest.raises(CheckpointError, match="decoder_embed.weight"):
         to_mmseg_backbone(state)
 
 
@@ -109,5 +109,5 @@ def test_check_fits_names_a_mismatch() -> None:
     bb = _mmseg_backbone()
     converted = to_mmseg_backbone(enc.state_dict())
     del converted["layers.2.ln1.weight"]
-    with pytest.raises(ConversionError, match="missing.*layers.2.ln1.weight"):
+    with pytest.raises(CheckpointError, match="missing.*layers.2.ln1.weight"):
         check_fits(bb, converted)

@@ -12,7 +12,7 @@ from PIL import Image
 
 require_mmseg()
 
-from maskalign.segmentation.datasets import DatasetError, check_layout, class_names, num_classes
+from maskalign.segmentation.datasets import DataError, check_layout, class_names, num_classes
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +82,14 @@ def test_missing_split_folder(small_tree: Path, encoder: Path, tmp_path: Path) -
 def test_image_without_annotation(small_tree: Path) -> None:
     ann = _first_ann(small_tree)
     ann.unlink()
-    with pytest.raises(DatasetError, match=f"{ann}: missing annotation"):
+    with pytest.raises(DataError, match=f"{ann}: missing annotation"):
         check_layout(small_tree)
 
 
 def test_rgb_annotation_is_refused(small_tree: Path) -> None:
     ann = _first_ann(small_tree)
     Image.open(ann).convert("RGB").save(ann)
-    with pytest.raises(DatasetError, match="single-channel PNG"):
+    with pytest.raises(DataError, match="single-channel PNG"):
         check_layout(small_tree)
 
 

@@ -15,7 +15,7 @@ import torch
 from ade20k_helpers import require_mmseg, run_cli
 from encoder_formats import timm_model
 
-from maskalign.segmentation.fit_demo import DemoFitError, clip_schedules, feature_blocks, fit_demo_config
+from maskalign.segmentation.fit_demo import ConfigError, clip_schedules, feature_blocks, fit_demo_config
 
 
 def _demo_cfg():
@@ -37,7 +37,7 @@ def test_demo_config_takes_the_encoders_arch() -> None:
     assert cfg.optim_wrapper.paramwise_cfg.num_layers == 12
     assert feature_blocks(6) == [1, 2, 3, 5]  # the demo config's own choice for its depth-6 encoder
     assert feature_blocks(4) == [0, 1, 2, 3]
-    with pytest.raises(DemoFitError, match="patch 14"):
+    with pytest.raises(ConfigError, match="patch 14"):
         fit_demo_config(_demo_cfg(), {**arch, "patch_size": 14}, "demo")
 
 

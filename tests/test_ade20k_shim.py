@@ -80,7 +80,7 @@ def test_mmengine_checkpoints_load_weights_only(tmp_path) -> None:
     from mmengine.logging import HistoryBuffer
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from maskalign.segmentation.compat import CheckpointLoadError
+    from maskalign.segmentation.compat import CheckpointError
 
     good = {"state_dict": {"w": torch.ones(2)},
             "message_hub": {"log_scalars": {"train/loss": HistoryBuffer([1.0, 2.0], [1, 1])},
@@ -90,5 +90,5 @@ def test_mmengine_checkpoints_load_weights_only(tmp_path) -> None:
     assert torch.equal(ck["state_dict"]["w"], torch.ones(2))
     assert ck["message_hub"]["log_scalars"]["train/loss"].mean() == pytest.approx(1.5)
     torch.save({"state_dict": {}, "x": _Evil()}, tmp_path / "evil.pth")
-    with pytest.raises(CheckpointLoadError, match="evil.pth: it holds a Python object .* refused"):
+    with pytest.raises(CheckpointError, match="evil.pth: it holds a Python object .* refused"):
         CheckpointLoader.load_checkpoint(str(tmp_path / "evil.pth"), map_location="cpu")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from maskalign.records import Record, RecordError, read_record, write_record
+from maskalign.records import DataError, Record, read_record, write_record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,7 +54,7 @@ def _root(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_each_bad_record_is_one_line_naming_it(tmp_path: Path, name: str) -> None:
     path = _root(tmp_path) / "finetune" / name / "record.json"
-    with pytest.raises(RecordError) as e:
+    with pytest.raises(DataError) as e:
         read_record(path)
     assert str(path) in str(e.value) and len(str(e.value).splitlines()) == 1
 

@@ -84,7 +84,7 @@ def test_a_schedule_cut_to_one_or_two_iterations_builds(max_iter: int) -> None:
 
 
 def test_unknown_key_and_missing_file() -> None:
-    with pytest.raises(configs.DetectionConfigError, match="train.max_iters"):
+    with pytest.raises(configs.ConfigError, match="train.max_iters"):
         configs.load_config("mask_rcnn_vitdet_tiny_demo", ["train.max_iters=3"])
-    with pytest.raises(configs.DetectionConfigError, match="not found"):
+    with pytest.raises(configs.ConfigError, match="not found"):
         configs.load_config(str(Path("no_such_config.py")))

@@ -113,7 +113,7 @@ def test_vitdet_b_settings_load_a_vit_b_encoder(tmp_path: Path) -> None:
 
 def test_vitdet_b_refuses_a_demo_encoder(tmp_path: Path) -> None:
     cfg = configs.load_config("mask_rcnn_vitdet_b_100ep")
-    with pytest.raises(configs.DetectionConfigError, match="embed_dim|patch_size"):
+    with pytest.raises(configs.ConfigError, match="embed_dim|patch_size"):
         configs.fit_backbone(cfg, demo_encoder_state().arch())
 
 

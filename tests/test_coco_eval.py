@@ -98,7 +98,7 @@ def test_broken_image_reference_is_one_line(tmp_path: Path) -> None:
     data["images"][1]["file_name"] = "000000999999.jpg"
     ann.write_text(json.dumps(data))
     names = datasets.register(datasets.CocoSource(root, "coco"))
-    with pytest.raises(datasets.DatasetError) as e:
+    with pytest.raises(datasets.DataError) as e:
         DatasetCatalog.get(names["val"])
     msg = str(e.value)
     assert "\n" not in msg and "instances_val2017.json" in msg and "000000999999.jpg" in msg

@@ -14,7 +14,7 @@ from torchvision import transforms as T
 
 from maskalign.data.transforms import eval_transform
 from maskalign.encoders.preprocess import Preprocess, preprocess_for
-from maskalign.encoders.source_spec import EncoderError
+from maskalign.encoders.source_spec import CheckpointError
 from maskalign.transfer.data import finetune_train_transform, linprobe_train_transform
 
 
@@ -76,7 +76,7 @@ def test_files_by_family_and_an_explicit_override(tmp_path: Path) -> None:
     given = preprocess_for(f"{tmp_path / 'x.pth'}#mean=0.5/0.5/0.5,std=0.25/0.25/0.25,crop_pct=1.0",
                            {"family": "vit"})
     assert (given.mean, given.std, given.crop_pct) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25), 1.0)
-    with pytest.raises(EncoderError, match="three numbers"):
+    with pytest.raises(CheckpointError, match="three numbers"):
         preprocess_for(f"{tmp_path / 'x.pth'}#mean=0.5", {"family": "vit"})
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from maskalign import launch as L
 from maskalign.distributed import expand_nodelist, first_host, master_port, process_env
+from maskalign.errors import ConfigError
 from maskalign.launch import flags as F
 from maskalign.launch import slurm as S
 
@@ -36,7 +37,7 @@ def test_time_limits_in_slurm_formats(text: str, minutes: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "abc", "1h", "-5", "1:2:3:4", "1-", "2 days", "0", "0:00:00", "1.5"])
 def test_unparseable_or_empty_time_limit_is_one_clear_error(text: str) -> None:
-    with pytest.raises(L.LaunchError, match="time limit"):
+    with pytest.raises(ConfigError, match="time limit"):
         L.parse_time_minutes(text)
 
 
@@ -136,7 +137,7 @@ def test_dependency_syntax(text: str, ok: bool) -> None:
     (["--sbatch", "=x"], "KEY=VALUE"), (["--mem-gb", "-2"], "mem"),
 ])
 def test_bad_requests_fail_before_submission(argv: list[str], match: str) -> None:
-    with pytest.raises(L.LaunchError, match=match):
+    with pytest.raises(ConfigError, match=match):
         L.ClusterSpec.from_args(parse(*argv))
 
 
@@ -145,11 +146,11 @@ def test_cluster_check_names_the_problem(monkeypatch: pytest.MonkeyPatch) -> Non
                                                   "gpu": {"cpus": 64, "gpus": 8, "default": 0}})
     S.check_cluster(L.ClusterSpec.from_args(parse("--gpus-per-node", "0", "--cpus-per-task", "2")))
     S.check_cluster(L.ClusterSpec.from_args(parse("--partition", "gpu", "--cpus-per-task", "8")))
-    with pytest.raises(L.LaunchError, match=r"partition 'nope' does not exist \(known: debug, gpu\)"):
+    with pytest.raises(ConfigError, match=r"partition 'nope' does not exist \(known: debug, gpu\)"):
         S.check_cluster(L.ClusterSpec.from_args(parse("--partition", "nope", "--gpus-per-node", "0")))
-    with pytest.raises(L.LaunchError, match="has no GPUs.*--gpus-per-node 0"):
+    with pytest.raises(ConfigError, match="has no GPUs.*--gpus-per-node 0"):
         S.check_cluster(L.ClusterSpec.from_args(parse("--cpus-per-task", "1")))
-    with pytest.raises(L.LaunchError, match="at most 2 CPUs per node"):
+    with pytest.raises(ConfigError, match="at most 2 CPUs per node"):
         S.check_cluster(L.ClusterSpec.from_args(parse("--gpus-per-node", "0", "--cpus-per-task", "3")))
 
 
@@ -184,13 +185,13 @@ def test_without_sbatch_the_task_runs_here_and_says_so(monkeypatch: pytest.Monke
     task2 = _Task()
     assert L.launch(task2, parse("--local"), tmp_path / "run", "pretrain:t").results == [{"ok": True}]
     assert "--local given: running pretrain:t on this machine" in capsys.readouterr().out
-    with pytest.raises(L.LaunchError, match="--slurm given but there is no sbatch"):
+    with pytest.raises(ConfigError, match="--slurm given but there is no sbatch"):
         L.launch(_Task(), parse("--slurm"), tmp_path / "run", "x")
 
 
 def test_bad_time_limit_fails_even_for_a_local_run(tmp_path: Path) -> None:
     task = _Task()
-    with pytest.raises(L.LaunchError, match="cannot parse time limit"):
+    with pytest.raises(ConfigError, match="cannot parse time limit"):
         L.launch(task, parse("--local", "--time", "soon"), tmp_path, "x")
     assert task.calls == 0
 
@@ -331,7 +332,7 @@ def test_unreachable_controller_is_one_line_that_names_local(monkeypatch: pytest
         exe.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
     assert S.slurm_available()
-    with pytest.raises(L.LaunchError) as info:
+    with pytest.raises(ConfigError) as info:
         S.partitions()
     msg = str(info.value)
     assert "\n" not in msg and "Unable to contact slurm controller" in msg and "--local" in msg

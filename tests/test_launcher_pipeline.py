@@ -16,7 +16,7 @@ from maskalign.launch import get_args_parser
 from maskalign.records import Record, checkpoint_ref, write_record
 from maskalign.sweeps import load_sweep
 from maskalign.tasks import TaskJob, get_task, upstream_checkpoint
-from maskalign.tasks.job import UpstreamError
+from maskalign.tasks.job import CheckpointError
 from maskalign.transfer.cli import build_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ def test_stages_are_ordered_upstream_first_and_checked() -> None:
                        ("", "no stage"), ("x=path/to/s.py", "not a script path"),
                        (f"nosuch={FAKE}", "registers no task 'nosuch'"), ("x=no_such_module_zz", "cannot import"),
                        (f"loop_x={FAKE},loop_y={FAKE}", "circle")):
-        with pytest.raises(pl.PipelineError, match=match):
+        with pytest.raises(pl.ConfigError, match=match):
             pl.parse_stages(bad)
 
 
@@ -54,11 +54,11 @@ def test_stage_args_split_into_cluster_flags_and_task_arguments() -> None:
     coco = pl.split_stage_args(base, "--data demo --eval-only train.max_iter=2", get_task("coco"))
     assert (coco.data, coco.eval_only, coco.overrides) == ("demo", True, ["train.max_iter=2"])
     for text in ("--name x", "--output-dir /o", "name=x"):
-        with pytest.raises(pl.PipelineError, match="the pipeline sets the run folder"):
+        with pytest.raises(pl.ConfigError, match="the pipeline sets the run folder"):
             pl.split_stage_args(base, text, task)
     stages = pl.parse_stages("finetune,coco")
     assert pl.parse_stage_args(["finetune=a=1", "finetune=b=2"], stages) == {"finetune": "a=1 b=2"}
-    with pytest.raises(pl.PipelineError, match="STAGE='ARGS'"):
+    with pytest.raises(pl.ConfigError, match="STAGE='ARGS'"):
         pl.parse_stage_args(["linprobe=x"], stages)
 
 
@@ -69,11 +69,11 @@ def test_a_stage_is_the_tasks_own_job_in_the_pipelines_run_folder(tmp_path: Path
     assert spec.folder == tmp_path / "finetune" / "run1"
     assert (spec.resolved["name"], spec.resolved["output_dir"], spec.resolved["optim"]["epochs"]) == \
         ("run1", str(tmp_path), 1)
-    with pytest.raises(UpstreamError, match="pre-training encoder .* does not exist"):
+    with pytest.raises(CheckpointError, match="pre-training encoder .* does not exist"):
         TaskJob(spec, task.module)()
     with pytest.raises(ConfigError, match="unknown config key 'optim.nope'"):  # checked before submission
         build_spec(task, pl.split_stage_args(parse(), "optim.nope=1", task), None, run="r", output_root="/o")
-    with pytest.raises(pl.PipelineError, match="^pipeline: finetune: command line: unknown config key"):
+    with pytest.raises(pl.ConfigError, match="^pipeline: finetune: command line: unknown config key"):
         pl.plan_pipeline([pl.parse_stages("finetune")[0]], [pl.PretrainRun("r", "/o")], parse(),
                          {"finetune": "optim.nope=1"})
 
@@ -81,14 +81,14 @@ def test_a_stage_is_the_tasks_own_job_in_the_pipelines_run_folder(tmp_path: Path
 def test_robustness_consumes_the_checkpoint_named_in_finetunes_record(tmp_path: Path) -> None:
     ft = tmp_path / "finetune" / "r"
     ft.mkdir(parents=True)
-    with pytest.raises(UpstreamError, match="cannot read .*record.json"):
+    with pytest.raises(CheckpointError, match="cannot read .*record.json"):
         upstream_checkpoint("finetune", tmp_path, "r")
     (ft / "checkpoint.pth").write_bytes(b"x")
     write_record(ft, Record(run_id="finetune/r", task="finetune", method="m", backbone="b", supervision="s",
                             checkpoint=checkpoint_ref(ft / "checkpoint.pth")))
     assert upstream_checkpoint("finetune", tmp_path, "r") == (ft / "checkpoint.pth").resolve()
     (ft / "checkpoint.pth").unlink()
-    with pytest.raises(UpstreamError, match="names no existing checkpoint"):
+    with pytest.raises(CheckpointError, match="names no existing checkpoint"):
         upstream_checkpoint("finetune", tmp_path, "r")
 
 

@@ -193,6 +193,6 @@ def test_a_broken_plugin_is_one_line_naming_it(tmp_path: Path, monkeypatch: pyte
     ep = EntryPoint(name="broken", value="no_such_module_here", group=plugins.TASKS)
     monkeypatch.setattr(plugins, "entry_points", lambda group: [ep] if group == plugins.TASKS else [])
     monkeypatch.setattr(plugins, "_loaded", set())
-    with pytest.raises(plugins.PluginError, match=r"entry point broken = no_such_module_here of group "
+    with pytest.raises(plugins.ConfigError, match=r"entry point broken = no_such_module_here of group "
                                                   r"maskalign.tasks cannot be imported \(ModuleNotFoundError"):
         plugins.load_plugins(plugins.TASKS)

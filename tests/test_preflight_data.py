@@ -67,7 +67,7 @@ def coco_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_malformed_coco_annotation_is_one_line(coco_copy: Path, tmp_path: Path, field: str, value, needle: str) -> None:
     from detectron2.data import DatasetCatalog
 
-    from maskalign.detection.datasets import CocoSource, DatasetError, register
+    from maskalign.detection.datasets import CocoSource, DataError, register
 
     root = tmp_path / "coco"
     shutil.copytree(coco_copy, root, symlinks=True)
@@ -77,7 +77,7 @@ def test_malformed_coco_annotation_is_one_line(coco_copy: Path, tmp_path: Path, 
     target[field] = value
     ann.write_text(json.dumps(data))
     register(CocoSource(root, "coco"))
-    with pytest.raises(DatasetError) as e:
+    with pytest.raises(DataError) as e:
         DatasetCatalog.get("coco_2017_train")
     msg = str(e.value)
     assert msg.startswith(f"{ann}: image id {target['image_id']}, annotation ") and needle in msg, msg

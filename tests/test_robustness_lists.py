@@ -62,7 +62,7 @@ def test_custom_space_keeps_the_shared_classes() -> None:
     assert space.name == "custom"
     expected = [i for i in map(int, ls.read_class_list("imagenet_a_indices")) if i < 100]
     assert space.subset_indices("imagenet_a") == expected
-    with pytest.raises(ls.LabelSpaceError):
+    with pytest.raises(ls.DataError):
         ls.for_classes(["n00000001", "n00000002"]).subset_indices("imagenet_r")
 
 

@@ -101,12 +101,12 @@ def test_a_finished_folder_without_identity_is_checked_against_its_record(two_fi
 def test_the_job_itself_refuses_another_source(two_files, tmp_path: Path) -> None:
     """A queued job (pipeline, SLURM) checks again when it starts: the CLI check is not the only one."""
     from maskalign.tasks import TaskJob
-    from maskalign.tasks.identity import RunIdentityError
+    from maskalign.tasks.identity import RunFolderError
 
     a, b = two_files
     spec = JobSpec(task="toy_identity", ckpt=f"{a}#num_heads=2", output_root=str(tmp_path / "out"), run="r")
     TaskJob(spec, __name__)()
-    with pytest.raises(RunIdentityError, match="belongs to"):
+    with pytest.raises(RunFolderError, match="belongs to"):
         TaskJob(spec.with_(ckpt=f"{b}#num_heads=2"), __name__)()
 
 

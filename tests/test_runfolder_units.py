@@ -21,7 +21,7 @@ from maskalign.atomic import atomic_torch_save, atomic_write_text, remove_stale_
 from maskalign.config import ConfigError, config_dir, load_config
 from maskalign.errors import PathError
 from maskalign.runfolder import history, preempt
-from maskalign.runfolder.lock import LOCK_FILE, Holder, RunLock, RunLockedError, read_holder
+from maskalign.runfolder.lock import LOCK_FILE, Holder, RunFolderError, RunLock, read_holder
 
 CONFIGS = config_dir("pretrain")
 
@@ -133,7 +133,7 @@ def _holder_process(folder: Path) -> subprocess.Popen:
 def test_second_writer_is_refused_naming_the_holder_and_a_dead_one_is_taken_over(tmp_path: Path) -> None:
     p = _holder_process(tmp_path)
     try:
-        with pytest.raises(RunLockedError) as e:
+        with pytest.raises(RunFolderError) as e:
             RunLock(tmp_path).acquire()
         assert f"is being written by pid {p.pid} on {socket.gethostname()}" in str(e.value)
         assert "\n" not in str(e.value)
@@ -172,7 +172,7 @@ def test_locks_of_other_hosts_are_judged_by_their_slurm_job(tmp_path: Path, monk
             assert f"(SLURM job {job})" in lock.note
             lock.release()
         else:
-            with pytest.raises(RunLockedError) as e:
+            with pytest.raises(RunFolderError) as e:
                 RunLock(tmp_path).acquire()
             assert "pid 4242 on other-node" in str(e.value)
             assert ("cannot check that host" in str(e.value)) == (outcome == "unknown")

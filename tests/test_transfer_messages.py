@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from maskalign.encoders.source_spec import EncoderError
+from maskalign.encoders.source_spec import CheckpointError
 
 
 def test_a_text_file_as_ckpt_says_so(tmp_path: Path) -> None:
@@ -17,7 +17,7 @@ def test_a_text_file_as_ckpt_says_so(tmp_path: Path) -> None:
 
     path = tmp_path / "encoder.pth"
     path.write_text("model: vit_small\nepochs: 100\n")
-    with pytest.raises(EncoderError) as e:
+    with pytest.raises(CheckpointError) as e:
         load_pretrained(str(path))
     msg = str(e.value)
     assert "\n" not in msg and "a text file, not a checkpoint" in msg and "model: vit_small" in msg
@@ -31,7 +31,7 @@ def test_an_offline_hub_name_is_refused_within_seconds_suggesting_a_file(tmp_pat
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     t0 = time.monotonic()
-    with pytest.raises(EncoderError) as e:
+    with pytest.raises(CheckpointError) as e:
         load_encoder("timm:vit_small_patch16_224.augreg_in21k")
     msg = str(e.value)
     assert "\n" not in msg and "no network" in msg and "--ckpt" in msg and "local cache" in msg

@@ -16,13 +16,9 @@ from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS as READABLE
 
-from maskalign.errors import UserError
+from maskalign.errors import DataError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-class DataError(UserError):
-    """A data set that cannot be used; the message names the path and the problem."""
 
 
 def check_split_dir(root: Path, split: str) -> Path:

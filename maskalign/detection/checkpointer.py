@@ -13,17 +13,13 @@ from typing import Any
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from maskalign.errors import UserError
+from maskalign.errors import CheckpointError
 from maskalign.safe_load import load_weights
-
-
-class DetectorWeightsError(UserError):
-    """A detector checkpoint that cannot (or may not) be loaded."""
 
 
 class SafeDetectionCheckpointer(DetectionCheckpointer):
     def _load_file(self, filename: str) -> dict[str, Any]:
-        loaded = load_weights(filename, error=DetectorWeightsError)
+        loaded = load_weights(filename, error=CheckpointError)
         if not isinstance(loaded, dict):
-            raise DetectorWeightsError(f"{filename}: holds no state dict (a {type(loaded).__name__})")
+            raise CheckpointError(f"{filename}: holds no state dict (a {type(loaded).__name__})")
         return loaded if "model" in loaded else {"model": loaded}

@@ -23,16 +23,12 @@ from typing import Any
 
 from maskalign.config import config_dir, find_config_file
 from maskalign.detection.convert import vit_kwargs
-from maskalign.errors import UserError
+from maskalign.errors import ConfigError
 
 CONFIG_DIR = config_dir("coco")
 DEFAULT_CONFIG = "mask_rcnn_vitdet_tiny_demo.py"
 
 log = logging.getLogger("maskalign.detection")
-
-
-class DetectionConfigError(UserError):
-    """A detectron2 config file or override that cannot be used."""
 
 
 def resolve_config_file(name: str | Path | None) -> Path:
@@ -42,7 +38,7 @@ def resolve_config_file(name: str | Path | None) -> Path:
     if found is not None:
         return found.resolve()
     known = ", ".join(sorted(c.stem for c in CONFIG_DIR.glob("*.py")))
-    raise DetectionConfigError(f"detectron2 config {str(name)!r} not found (known in {CONFIG_DIR}: {known})")
+    raise ConfigError(f"detectron2 config {str(name)!r} not found (known in {CONFIG_DIR}: {known})")
 
 
 def load_config(name: str | Path | None, overrides: list[str] = ()) -> Any:
@@ -57,27 +53,27 @@ def load_config(name: str | Path | None, overrides: list[str] = ()) -> Any:
     try:
         cfg = LazyConfig.load(str(path))
     except Exception as e:  # a user's config file can raise anything while it runs
-        raise DetectionConfigError(
+        raise ConfigError(
             f"{path}: cannot load ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         ) from None
     for key in ("model", "dataloader", "optimizer", "lr_multiplier", "train"):
         if key not in cfg:
-            raise DetectionConfigError(f"{path}: not a LazyConfig for training (no top-level '{key}')")
+            raise ConfigError(f"{path}: not a LazyConfig for training (no top-level '{key}')")
     old_iter = int(cfg.train.max_iter)
     keys = []
     for o in overrides:
         if "=" not in o:
-            raise DetectionConfigError(f"override {o!r}: expected key=value")
+            raise ConfigError(f"override {o!r}: expected key=value")
         key = o.split("=", 1)[0].strip().lstrip("+")
         parent, _, leaf = key.rpartition(".")
         node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
         if node is None or not OmegaConf.is_config(node) or leaf not in node:
-            raise DetectionConfigError(f"override {o!r}: no key '{key}' in {path.name}")
+            raise ConfigError(f"override {o!r}: no key '{key}' in {path.name}")
         keys.append(key)
     try:
         LazyConfig.apply_overrides(cfg, list(overrides))
     except Exception as e:
-        raise DetectionConfigError(
+        raise ConfigError(
             f"overrides {list(overrides)}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         ) from None
     if "train.max_iter" in keys and not any(k.startswith("lr_multiplier") for k in keys):
@@ -129,16 +125,16 @@ def fit_backbone(cfg: Any, arch: dict[str, Any], source: str = "checkpoint") -> 
     want = vit_kwargs(arch)
     mode = (cfg.get("maskalign") or {}).get("backbone", "check")
     if mode not in ("check", "from_checkpoint"):
-        raise DetectionConfigError(f"maskalign.backbone must be 'check' or 'from_checkpoint', not {mode!r}")
+        raise ConfigError(f"maskalign.backbone must be 'check' or 'from_checkpoint', not {mode!r}")
     if want["patch_size"] not in SCALE_FACTORS:
-        raise DetectionConfigError(
+        raise ConfigError(
             f"{source}: patch size {want['patch_size']} is not supported by the "
             f"ViTDet pyramid here (supported: {sorted(SCALE_FACTORS)})"
         )
     if mode == "check":
         for k in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio"):
             if float(net.get(k, 4.0 if k == "mlp_ratio" else -1)) != float(want[k]):
-                raise DetectionConfigError(
+                raise ConfigError(
                     f"{source} is a ViT with {k}={want[k]} but the config builds {k}={net.get(k)}; "
                     "use a config for that encoder (mask_rcnn_vitdet_b_* for ViT-B/16, _l_ for ViT-L/16, "
                     "_tiny_demo for the demo)"

@@ -26,14 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from maskalign.errors import UserError
+from maskalign.errors import DataError
 
 SPLITS = {"train": ("coco_2017_train", "train2017"), "val": ("coco_2017_val", "val2017")}
 DEMO = "demo"
-
-
-class DatasetError(UserError):
-    """A data folder or annotation file that cannot be used."""
 
 
 @dataclass(frozen=True)
@@ -61,19 +57,19 @@ def resolve_source(data: str | os.PathLike | None) -> CocoSource:
         return CocoSource(Path(ensure_coco()), DEMO)
     d = Path(data).expanduser()
     if not d.is_dir():
-        raise DatasetError(f"{origin} {d}: no such folder (expected a folder holding coco/ or annotations/)")
+        raise DataError(f"{origin} {d}: no such folder (expected a folder holding coco/ or annotations/)")
     for cand in (d / "coco", d):
         if (cand / "annotations").is_dir():
             return CocoSource(cand.resolve(), "coco")
-    raise DatasetError(f"{origin} {d}: neither {d / 'coco' / 'annotations'} nor {d / 'annotations'} exists")
+    raise DataError(f"{origin} {d}: neither {d / 'coco' / 'annotations'} nor {d / 'annotations'} exists")
 
 
 def _check_split(src: CocoSource, split: str, need_images: bool = True) -> None:
     ann = src.annotation_file(split)
     if not ann.is_file():
-        raise DatasetError(f"{ann}: annotation file not found")
+        raise DataError(f"{ann}: annotation file not found")
     if need_images and not src.image_dir(split).is_dir():
-        raise DatasetError(f"{src.image_dir(split)}: image folder not found (annotations: {ann.name})")
+        raise DataError(f"{src.image_dir(split)}: image folder not found (annotations: {ann.name})")
 
 
 _CACHE: dict[str, list[dict[str, Any]]] = {}
@@ -89,18 +85,18 @@ def _load_split(src: CocoSource, split: str, name: str) -> list[dict[str, Any]]:
     try:
         dicts = load_coco_json(str(ann), str(src.image_dir(split)), name)
     except json.JSONDecodeError as e:
-        raise DatasetError(f"{ann}: not valid JSON ({e})") from None
+        raise DataError(f"{ann}: not valid JSON ({e})") from None
     except (KeyError, TypeError, ValueError, AssertionError) as e:
-        raise DatasetError(f"{ann}: not a COCO instances file ({type(e).__name__}: {e})") from None
+        raise DataError(f"{ann}: not a COCO instances file ({type(e).__name__}: {e})") from None
     for d in dicts:
         if not os.path.isfile(d["file_name"]):
-            raise DatasetError(
+            raise DataError(
                 f"{ann}: image id {d['image_id']} refers to {d['file_name']}, which does not exist"
             )
         for j, obj in enumerate(d.get("annotations", [])):
             problem = _annotation_problem(obj)
             if problem:
-                raise DatasetError(f"{ann}: image id {d['image_id']}, annotation {j}: {problem}")
+                raise DataError(f"{ann}: image id {d['image_id']}, annotation {j}: {problem}")
     _CACHE[name] = dicts
     return dicts
 
@@ -157,7 +153,7 @@ def register(src: CocoSource) -> dict[str, Any]:
         )
         out[split] = name
     if "val" not in out:
-        raise DatasetError(f"{src.annotation_file('val')}: annotation file not found")
+        raise DataError(f"{src.annotation_file('val')}: annotation file not found")
     return out
 
 

@@ -12,12 +12,12 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "EncoderError": "spec", "EncoderSpec": "spec", "parse_spec": "spec",
+    "EncoderSpec": "source_spec", "parse_spec": "source_spec",
     "LoadedEncoder": "load", "build_model": "load", "load_encoder": "load",
     "LoadingReport": "report",
     "encoder_label": "label", "external_label": "label", "is_external": "label",
 }
-__all__ = ["EncoderError", "EncoderSpec", "LoadedEncoder", "LoadingReport", "build_model", "encoder_label",
+__all__ = ["EncoderSpec", "LoadedEncoder", "LoadingReport", "build_model", "encoder_label",
            "external_label", "is_external", "load_encoder", "parse_spec"]
 
 

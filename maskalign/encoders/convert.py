@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from maskalign.encoders.report import LoadingReport, describe_keys
-from maskalign.encoders.source_spec import EncoderError
+from maskalign.encoders.source_spec import CheckpointError
 from maskalign.safe_load import load_weights
 
 _CONTAINERS = ("model", "state_dict", "module", "model_ema", "state_dict_ema")
@@ -60,7 +60,7 @@ def refuse_text(path: Path) -> None:
     except UnicodeDecodeError:
         return
     first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    raise EncoderError(f"{path}: a text file, not a checkpoint (it starts {first[:80]!r}); give a .pth/.pt/.bin "
+    raise CheckpointError(f"{path}: a text file, not a checkpoint (it starts {first[:80]!r}); give a .pth/.pt/.bin "
                        f"weights file (torch.save), timm:<name> or open_clip:<model>/<tag>")
 
 
@@ -73,13 +73,13 @@ def read_checkpoint(path: Path) -> Any:
     """
     if path.is_file():
         refuse_text(path)
-    return load_weights(path, allowed=[argparse.Namespace], error=EncoderError)
+    return load_weights(path, allowed=[argparse.Namespace], error=CheckpointError)
 
 
 def unwrap(obj: Any, source: str, report: LoadingReport) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict with prefixes removed, metadata stored in the file) of a loaded checkpoint object."""
     if not isinstance(obj, dict):
-        raise EncoderError(f"{source}: holds no state dict (a {type(obj).__name__})")
+        raise CheckpointError(f"{source}: holds no state dict (a {type(obj).__name__})")
     info: dict[str, Any] = {}
     if isinstance(obj.get("meta"), dict):
         info["meta"] = dict(obj["meta"])
@@ -96,7 +96,7 @@ def unwrap(obj: Any, source: str, report: LoadingReport) -> tuple[dict[str, torc
                 break
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise EncoderError(f"{source}: holds no tensors (keys {describe_keys(list(state))})")
+        raise CheckpointError(f"{source}: holds no tensors (keys {describe_keys(list(state))})")
     return _strip_prefixes(tensors), info
 
 
@@ -187,13 +187,13 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], source: str, f
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:
         lines = [ln.strip() for ln in str(e).strip().splitlines() if "size mismatch" in ln]
-        raise EncoderError(f"{source}: tensors do not fit the {family} model built for them "
+        raise CheckpointError(f"{source}: tensors do not fit the {family} model built for them "
                            f"({(lines[0] if lines else str(e).splitlines()[0])[:200]})") from None
     unexpected = [k for k in unexpected if not k.startswith(allow_unexpected)] if allow_unexpected else unexpected
     missing = [k for k in missing if not k.startswith(allow_missing)] if allow_missing else missing
     if unexpected:
-        raise EncoderError(f"{source}: tensors the loader does not understand ({family} family): "
+        raise CheckpointError(f"{source}: tensors the loader does not understand ({family} family): "
                            f"{describe_keys(unexpected)}")
     if missing:
-        raise EncoderError(f"{source}: the file lacks tensors of its {family} encoder: {describe_keys(missing)}")
+        raise CheckpointError(f"{source}: the file lacks tensors of its {family} encoder: {describe_keys(missing)}")
     return [k for k in state if k not in set(unexpected)]

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from maskalign.encoders.source_spec import EncoderError
+from maskalign.encoders.source_spec import CheckpointError
 
 
 def window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -115,7 +115,7 @@ class DenseViT(nn.Module):
         self.is_beit = hasattr(model, "rel_pos_bias")
         if self.is_beit and self.window_size and len(self.global_blocks) < depth:
             if getattr(model, "rel_pos_bias", None) is not None:
-                raise EncoderError("BEiT with one shared relative position table as a windowed backbone: the "
+                raise CheckpointError("BEiT with one shared relative position table as a windowed backbone: the "
                                    "windowed and the global blocks would need tables of two grids")
             window_rel_pos_tables(model, self.window_size, self.global_blocks)
         self.num_prefix = int(getattr(model, "num_prefix_tokens", 1))

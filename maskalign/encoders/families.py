@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from maskalign.encoders.source_spec import EncoderError
+from maskalign.encoders.source_spec import CheckpointError
 
 
 @dataclass(frozen=True)
@@ -75,13 +75,13 @@ def detect(keys: set[str], source: str) -> str:
     for pattern, feature in _UNSUPPORTED:
         hit = next((k for k in sorted(keys) if pattern.search(k)), None)
         if hit is not None:
-            raise EncoderError(f"{source}: unsupported family: {feature} ({hit}); no exact timm model is built "
+            raise CheckpointError(f"{source}: unsupported family: {feature} ({hit}); no exact timm model is built "
                                f"for it here")
     if "visual.class_embedding" in keys:
         return "clip"
     if "patch_embed.proj.weight" not in keys or not any(k.startswith("blocks.") for k in keys):
         first = ", ".join(sorted(keys)[:4])
-        raise EncoderError(f"{source}: unknown family: no ViT encoder weights found (expected patch_embed.proj.*, "
+        raise CheckpointError(f"{source}: unknown family: no ViT encoder weights found (expected patch_embed.proj.*, "
                            f"blocks.* or CLIP's visual.*; the file starts with {first or 'nothing'})")
     if any(".relative_position_bias_table" in k for k in keys):
         return "beit"
@@ -114,7 +114,7 @@ def _pos_layout(state: dict[str, torch.Tensor]) -> tuple[int | None, bool]:
         return _square(n - prefix), False
     if _square(n):
         return _square(n), True
-    raise EncoderError(f"pos_embed has {n} rows: neither a square grid nor a grid plus {prefix} prefix tokens")
+    raise CheckpointError(f"pos_embed has {n} rows: neither a square grid nor a grid plus {prefix} prefix tokens")
 
 
 def resolve_layer_scale(state: dict[str, torch.Tensor]) -> str:
@@ -142,11 +142,11 @@ def head_count(dim: int, given: int | None, source: str) -> int:
 
     heads = given or _HEADS_BY_WIDTH.get(dim) or STANDARD_HEADS.get(dim)
     if heads is None:
-        raise EncoderError(f"{source}: width {dim} is not a published ViT width "
+        raise CheckpointError(f"{source}: width {dim} is not a published ViT width "
                            f"({sorted({**STANDARD_HEADS, **_HEADS_BY_WIDTH})}) and nothing states its head count; "
                            f"give it as the spec option '#num_heads=N' or in a .json sidecar")
     if dim % heads:
-        raise EncoderError(f"{source}: {heads} heads do not divide width {dim}; give num_heads (spec option "
+        raise CheckpointError(f"{source}: {heads} heads do not divide width {dim}; give num_heads (spec option "
                            f"'#num_heads=N')")
     return heads
 
@@ -166,7 +166,7 @@ def model_kwargs(family: str, state: dict[str, torch.Tensor], num_heads: int | N
         grid = _square(table.shape[0] - 3)
         side = (grid + 1) // 2 if grid else None
         if side is None:
-            raise EncoderError(f"{source}: relative_position_bias_table of {table.shape[0]} rows fits no window")
+            raise CheckpointError(f"{source}: relative_position_bias_table of {table.shape[0]} rows fits no window")
         kw.update(use_abs_pos_emb="pos_embed" in state, use_rel_pos_bias="blocks.0.attn.relative_position_bias_table"
                   in state, use_shared_rel_pos_bias=False, qkv_bias="blocks.0.attn.q_bias" in state,
                   init_values=0.1 if "blocks.0.gamma_1" in state else None,
@@ -175,7 +175,7 @@ def model_kwargs(family: str, state: dict[str, torch.Tensor], num_heads: int | N
         return base, kw, side * patch
     grid, no_embed_class = _pos_layout(state)
     if grid is None:
-        raise EncoderError(f"{source}: no pos_embed: a ViT without absolute position embeddings is not a "
+        raise CheckpointError(f"{source}: no pos_embed: a ViT without absolute position embeddings is not a "
                            f"family this loader knows")
     kw.update(class_token="cls_token" in state, no_embed_class=no_embed_class,
               reg_tokens=int(state["reg_token"].shape[1]) if "reg_token" in state else 0,

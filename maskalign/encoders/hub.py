@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from maskalign.encoders.source_spec import EncoderError, EncoderSpec
+from maskalign.encoders.source_spec import CheckpointError, EncoderSpec
 
 HUB_HOST = "huggingface.co"
 
@@ -70,8 +70,8 @@ def _offline_if_unreachable(spec: EncoderSpec) -> Iterator[bool]:
             os.environ["HF_HUB_OFFLINE"] = old
 
 
-def _offline_error(spec: EncoderSpec, what: str, e: BaseException) -> EncoderError:
-    return EncoderError(f"{spec.text}: {what}: no network here ({HUB_HOST} does not answer) and the weights "
+def _offline_error(spec: EncoderSpec, what: str, e: BaseException) -> CheckpointError:
+    return CheckpointError(f"{spec.text}: {what}: no network here ({HUB_HOST} does not answer) and the weights "
                         f"are not in the local cache; download the weights where there is network and give the "
                         f"file as --ckpt (torch.save of its state dict, e.g. --ckpt /path/to/model.pth) "
                         f"[{_first_line(e)}]")
@@ -109,7 +109,7 @@ def timm_pretrained(spec: EncoderSpec) -> nn.Module:
 
     base = spec.target.split(".")[0]
     if not timm.is_model(base):
-        raise EncoderError(f"{spec.text}: timm {timm.__version__} has no model {base!r}")
+        raise CheckpointError(f"{spec.text}: timm {timm.__version__} has no model {base!r}")
     with _offline_if_unreachable(spec) as offline:
         try:
             with _quiet_download():
@@ -117,9 +117,10 @@ def timm_pretrained(spec: EncoderSpec) -> nn.Module:
         except Exception as e:  # noqa: BLE001 -- hub, network and cache errors of many kinds
             if offline:
                 raise _offline_error(spec, "timm could not load its pretrained weights", e) from None
-            raise EncoderError(f"{spec.text}: timm could not load its pretrained weights ({_first_line(e)})") from None
+            raise CheckpointError(f"{spec.text}: timm could not load its pretrained weights "
+                                  f"({_first_line(e)})") from None
     if type(model).__name__ not in ("VisionTransformer", "VisionTransformerDistilled", "Beit"):
-        raise EncoderError(f"{spec.text}: a {type(model).__name__}, not a ViT family these benchmarks run")
+        raise CheckpointError(f"{spec.text}: a {type(model).__name__}, not a ViT family these benchmarks run")
     return model
 
 
@@ -130,7 +131,7 @@ def open_clip_tower(spec: EncoderSpec) -> tuple[dict[str, torch.Tensor], dict[st
 
     model_name, _, tag = spec.target.partition("/")
     if model_name not in open_clip.list_models():
-        raise EncoderError(f"{spec.text}: open_clip {open_clip.__version__} has no model {model_name!r}")
+        raise CheckpointError(f"{spec.text}: open_clip {open_clip.__version__} has no model {model_name!r}")
     with _offline_if_unreachable(spec) as offline:
         try:
             with _quiet_download():
@@ -138,12 +139,13 @@ def open_clip_tower(spec: EncoderSpec) -> tuple[dict[str, torch.Tensor], dict[st
         except Exception as e:  # noqa: BLE001 -- hub, network and tag errors of many kinds
             if offline:
                 raise _offline_error(spec, f"open_clip could not load pretrained {tag!r}", e) from None
-            raise EncoderError(f"{spec.text}: open_clip could not load pretrained {tag!r} ({_first_line(e)})") from None
+            raise CheckpointError(f"{spec.text}: open_clip could not load pretrained {tag!r} "
+                                  f"({_first_line(e)})") from None
     visual = clip.visual
     if not isinstance(visual, VisionTransformer):
-        raise EncoderError(f"{spec.text}: the image tower is a {type(visual).__name__}, not open_clip's ViT")
+        raise CheckpointError(f"{spec.text}: the image tower is a {type(visual).__name__}, not open_clip's ViT")
     if getattr(visual, "final_ln_after_pool", False) or getattr(visual, "attn_pool", None) is not None:
-        raise EncoderError(f"{spec.text}: the tower normalises after pooling / pools with attention; timm's CLIP "
+        raise CheckpointError(f"{spec.text}: the tower normalises after pooling / pools with attention; timm's CLIP "
                            f"ViT does neither")
     block: Any = visual.transformer.resblocks[0]
     act = "quickgelu" if isinstance(block.mlp.gelu, QuickGELU) else "gelu"

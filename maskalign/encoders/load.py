@@ -20,7 +20,7 @@ from maskalign.encoders import convert, families, hub
 from maskalign.encoders.label import backbone_name, encoder_label, external_method
 from maskalign.encoders.provenance import recognise
 from maskalign.encoders.report import LoadingReport
-from maskalign.encoders.source_spec import EncoderError, EncoderSpec, parse_spec
+from maskalign.encoders.source_spec import CheckpointError, EncoderSpec, parse_spec
 
 
 @dataclass
@@ -103,7 +103,7 @@ def _file_meta(path: Path, info: dict[str, Any]) -> dict[str, Any]:
         try:
             meta = {**json.loads(side.read_text()), **meta}
         except json.JSONDecodeError as e:
-            raise EncoderError(f"{side}: unreadable metadata ({e})") from None
+            raise CheckpointError(f"{side}: unreadable metadata ({e})") from None
     return meta
 
 
@@ -112,7 +112,7 @@ def _clip_family(state: dict[str, torch.Tensor], options: dict[str, str], timm_a
         return "clip_quickgelu"  # OpenAI's own files carry input_resolution/context_length/vocab_size
     if options.get("act") == "gelu" or timm_arch:
         return "clip"
-    raise EncoderError(f"{src}: CLIP weights do not say their activation: append '#act=quickgelu' (OpenAI, "
+    raise CheckpointError(f"{src}: CLIP weights do not say their activation: append '#act=quickgelu' (OpenAI, "
                        f"open_clip '-quickgelu' towers) or '#act=gelu' (other open_clip towers) to the path")
 
 
@@ -157,7 +157,7 @@ def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) ->
             the resolution the weights were trained at.
 
     Raises:
-        EncoderError: one line naming the spec and the problem (unknown family, unknown tensors,
+        CheckpointError: one line naming the spec and the problem (unknown family, unknown tensors,
             missing tensors, a name timm or open_clip does not have, no network for a hub name).
     """
     import timm

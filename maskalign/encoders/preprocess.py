@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from maskalign.encoders.source_spec import EncoderError, parse_spec
+from maskalign.encoders.source_spec import CheckpointError, parse_spec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -58,7 +58,7 @@ def _triple(text: str, what: str, spec: str) -> tuple[float, float, float]:
     except ValueError:
         values = ()
     if len(values) != 3:
-        raise EncoderError(f"{spec}: {what} must be three numbers joined by '/', e.g. {what}=0.5/0.5/0.5, "
+        raise CheckpointError(f"{spec}: {what} must be three numbers joined by '/', e.g. {what}=0.5/0.5/0.5, "
                            f"not {text!r}")
     return values  # type: ignore[return-value]
 

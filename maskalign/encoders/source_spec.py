@@ -18,15 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from maskalign.checkpoint import CheckpointError
+from maskalign.errors import CheckpointError
 
 KINDS = ("file", "timm", "open_clip")
 OPTIONS = {"act": ("gelu", "quickgelu"), "num_heads": None, "mean": None, "std": None,
            "interpolation": ("bicubic", "bilinear", "nearest"), "crop_pct": None}
-
-
-class EncoderError(CheckpointError):
-    """An encoder spec or file that cannot be loaded exactly; the message names it and why."""
 
 
 @dataclass(frozen=True)
@@ -55,39 +51,39 @@ def _options(text: str, fragment: str) -> dict[str, str]:
     for item in filter(None, fragment.split(",")):
         key, eq, value = item.partition("=")
         if not eq or key not in OPTIONS:
-            raise EncoderError(f"{text}: unknown option {item!r} after '#' (known: "
+            raise CheckpointError(f"{text}: unknown option {item!r} after '#' (known: "
                                f"{', '.join(f'{k}=' for k in OPTIONS)})")
         allowed = OPTIONS[key]
         if allowed is not None and value not in allowed:
-            raise EncoderError(f"{text}: {key} must be one of {', '.join(allowed)}, not {value!r}")
+            raise CheckpointError(f"{text}: {key} must be one of {', '.join(allowed)}, not {value!r}")
         if key == "num_heads" and not value.isdigit():
-            raise EncoderError(f"{text}: num_heads must be a positive integer, not {value!r}")
+            raise CheckpointError(f"{text}: num_heads must be a positive integer, not {value!r}")
         if key == "crop_pct":
             try:
                 ok = 0 < float(value) <= 1
             except ValueError:
                 ok = False
             if not ok:
-                raise EncoderError(f"{text}: crop_pct must be a number in (0, 1], not {value!r}")
+                raise CheckpointError(f"{text}: crop_pct must be a number in (0, 1], not {value!r}")
         out[key] = value
     return out
 
 
 def parse_spec(spec: str | Path | EncoderSpec) -> EncoderSpec:
-    """Parse ``spec`` (see the module docstring); one-line :class:`EncoderError` if malformed."""
+    """Parse ``spec`` (see the module docstring); one-line :class:`CheckpointError` if malformed."""
     if isinstance(spec, EncoderSpec):
         return spec
     text = str(spec)
     if text.startswith("timm:"):
         name = text[len("timm:"):]
         if not name:
-            raise EncoderError(f"{text}: give a timm model name, e.g. timm:vit_base_patch14_reg4_dinov2.lvd142m")
+            raise CheckpointError(f"{text}: give a timm model name, e.g. timm:vit_base_patch14_reg4_dinov2.lvd142m")
         return EncoderSpec("timm", name, {}, text)
     if text.startswith("open_clip:"):
         name = text[len("open_clip:"):]
         model, slash, tag = name.partition("/")
         if not slash or not model or not tag:
-            raise EncoderError(f"{text}: write open_clip:<model>/<pretrained tag>, e.g. open_clip:ViT-B-16/openai")
+            raise CheckpointError(f"{text}: write open_clip:<model>/<pretrained tag>, e.g. open_clip:ViT-B-16/openai")
         return EncoderSpec("open_clip", name, {}, text)
     path, hash_, fragment = text.partition("#")
     if hash_ and not Path(text).exists():

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from maskalign.checkpoint import CheckpointError, load_encoder_state, load_file
 from maskalign.config import ConfigError
-from maskalign.runfolder.lock import RunLockedError, read_holder
+from maskalign.runfolder.lock import RunFolderError, read_holder
 from maskalign.runfolder.slurm_env import ALIVE_STATES, job_state
 
 
@@ -50,14 +50,14 @@ def check_run_folder(out: Path, cfg: Any) -> None:
     """Nobody else writes the folder, no submitted job of it is waiting, and its config is this one."""
     holder = read_holder(out)
     if holder is not None and holder.alive() is not False:
-        raise RunLockedError(f"{out} is being written by {holder.describe()}; wait for it to end"
+        raise RunFolderError(f"{out} is being written by {holder.describe()}; wait for it to end"
                              f"{' or scancel ' + holder.job_id if holder.job_id else ''}")
     from maskalign.launch import read_job_info
 
     job = str((read_job_info(out) or {}).get("job_id") or "")
     state = job_state(job) if job else None
     if state and (state in ALIVE_STATES or state == "PENDING"):
-        raise RunLockedError(f"{out}: SLURM job {job} of this run is {state.lower()} already; "
+        raise RunFolderError(f"{out}: SLURM job {job} of this run is {state.lower()} already; "
                              f"wait for it or scancel {job} before submitting again")
     saved = out / "config.yaml"
     from maskalign.checkpoint import latest_checkpoint

@@ -31,7 +31,7 @@ from typing import Any
 from maskalign.atomic import atomic_write_text, remove_stale_temps
 from maskalign.checkpoint import CHECKPOINT, CheckpointError, latest_checkpoint, load_file
 from maskalign.config import save_config, to_plain
-from maskalign.records import RECORD_FILENAME, RecordError, read_record
+from maskalign.records import RECORD_FILENAME, DataError, read_record
 from maskalign.runfolder.history import record_event
 from maskalign.runfolder.lock import RunLock
 from maskalign.runfolder.slurm_env import current_job_id
@@ -123,7 +123,7 @@ def finished_summary(cfg: Any, out: Path) -> dict[str, Any] | None:
         return None
     try:
         record = asdict(read_record(out / RECORD_FILENAME))
-    except RecordError:
+    except DataError:
         return None  # not a record this run can stand behind: the run goes on and writes a good one
     ckpt_path = latest_checkpoint(out)
     if ckpt_path is not None:

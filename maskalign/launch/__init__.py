@@ -12,7 +12,6 @@ Layout: a job's own outputs go to its run folder ``OUTPUT/<kind>/<run>/``; the l
 from maskalign.launch.dispatch import DRY_RUN, LOCAL, SLURM, LaunchResult, launch, launch_array
 from maskalign.launch.flags import (
     ClusterSpec,
-    LaunchError,
     add_launcher_args,
     get_args_parser,
     parse_time_minutes,
@@ -22,6 +21,6 @@ from maskalign.launch.slurm import ARRAYS_DIR, JOB_INFO, read_job_info, slurm_av
 
 __all__ = [
     "ARRAYS_DIR", "DRY_RUN", "JOB_INFO", "LOCAL", "SLURM", "Checkpointable", "ClusterSpec", "JobTask",
-    "LaunchError", "LaunchResult", "add_launcher_args", "get_args_parser", "launch", "launch_array",
+    "LaunchResult", "add_launcher_args", "get_args_parser", "launch", "launch_array",
     "parse_time_minutes", "read_job_info", "slurm_available", "use_slurm",
 ]

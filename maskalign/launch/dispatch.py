@@ -84,7 +84,7 @@ def launch(task: Any, args: argparse.Namespace, folder: str | os.PathLike, name:
            dependency: str | None = None) -> LaunchResult:
     """Submit ``task`` to SLURM, or run it here (where its exception propagates), or print it.
 
-    ``dependency`` (e.g. ``afterok:1234``) is added to ``--dependency``. Raises ``LaunchError`` (a
+    ``dependency`` (e.g. ``afterok:1234``) is added to ``--dependency``. Raises ``ConfigError`` (a
     ``UserError``) before anything is submitted when the request is wrong.
     """
     folder = Path(folder)

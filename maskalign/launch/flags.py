@@ -13,17 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from maskalign.errors import UserError
+from maskalign.errors import ConfigError
 
 DEFAULT_TIME = "72:00:00"
 DEFAULT_SIGNAL_DELAY_S = 120
 DEFAULT_MAX_REQUEUES = 30
 _DEPENDENCY_TYPES = ("after", "afterany", "afterok", "afternotok", "aftercorr", "afterburstbuffer")
 _JOB_REF = re.compile(r"^[0-9]+(_[0-9]+)?(\+[0-9]+)?$")
-
-
-class LaunchError(UserError):
-    """A launch that cannot go ahead; raised before anything is submitted."""
 
 
 def get_args_parser(description: str | None = None, parents: list[argparse.ArgumentParser] | None = None,
@@ -71,7 +67,7 @@ def add_launcher_args(p: argparse.ArgumentParser) -> None:
 def parse_time_minutes(text: str) -> int:
     """SLURM time formats: ``M``, ``M:S``, ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``; seconds round up."""
     t = str(text).strip()
-    bad = LaunchError(f"launcher: cannot parse time limit {text!r} "
+    bad = ConfigError(f"launcher: cannot parse time limit {text!r} "
                       "(use minutes or [D-]HH:MM:SS, e.g. 90 or 1-12:00:00)")
     if not re.fullmatch(r"(\d+-)?\d+(:\d+){0,2}", t):
         raise bad
@@ -91,7 +87,7 @@ def parse_time_minutes(text: str) -> int:
             h, m, s = parts
     total = days * 1440 + h * 60 + m + (1 if s else 0)
     if total <= 0:
-        raise LaunchError(f"launcher: time limit {text!r} is not positive")
+        raise ConfigError(f"launcher: time limit {text!r} is not positive")
     return total
 
 
@@ -145,17 +141,17 @@ class ClusterSpec:
         for name, low in (("nodes", 1), ("gpus_per_node", 0), ("tasks_per_node", 1), ("cpus_per_task", 1),
                           ("signal_delay_s", 0), ("max_requeues", 0)):
             if getattr(self, name) < low:
-                raise LaunchError(f"launcher: --{name.replace('_', '-')} must be at least {low}, "
+                raise ConfigError(f"launcher: --{name.replace('_', '-')} must be at least {low}, "
                                   f"got {getattr(self, name)}")
         if self.mem_gb is not None and self.mem_gb < 0:
-            raise LaunchError(f"launcher: --mem-gb must not be negative, got {self.mem_gb}")
+            raise ConfigError(f"launcher: --mem-gb must not be negative, got {self.mem_gb}")
         if self.gpus_per_node and self.tasks_per_node != self.gpus_per_node:
-            raise LaunchError(f"launcher: one task per GPU: --tasks-per-node {self.tasks_per_node} "
+            raise ConfigError(f"launcher: one task per GPU: --tasks-per-node {self.tasks_per_node} "
                               f"differs from --gpus-per-node {self.gpus_per_node}")
         if self.dependency and not dependency_ok(self.dependency):
-            raise LaunchError(f"launcher: cannot parse --dependency {self.dependency!r} (e.g. afterok:1234)")
+            raise ConfigError(f"launcher: cannot parse --dependency {self.dependency!r} (e.g. afterok:1234)")
         if self.signal_delay_s >= self.time_min * 60:
-            raise LaunchError(f"launcher: --signal-delay-s {self.signal_delay_s} is not shorter than the "
+            raise ConfigError(f"launcher: --signal-delay-s {self.signal_delay_s} is not shorter than the "
                               f"time limit ({self.time_min} min)")
 
     def sbatch_params(self, name: str, dependency: str | None = None) -> dict[str, Any]:
@@ -208,6 +204,6 @@ def parse_extra(items: Sequence[str]) -> dict[str, str]:
         key, sep, val = str(item).partition("=")
         key = key.strip().lstrip("-")
         if not key:
-            raise LaunchError(f"launcher: --sbatch {item!r} is not KEY=VALUE")
+            raise ConfigError(f"launcher: --sbatch {item!r} is not KEY=VALUE")
         out[key] = val if sep else True
     return out

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from maskalign.launch.flags import ClusterSpec, LaunchError, opt
+from maskalign.launch.flags import ClusterSpec, ConfigError, opt
 
 ARRAYS_DIR = "_arrays"
 JOB_INFO = "job.json"
@@ -37,12 +37,12 @@ def _run_slurm(cmd: list[str]) -> str:
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
-        raise LaunchError(f"launcher: `{' '.join(cmd)}` failed ({e})") from None
+        raise ConfigError(f"launcher: `{' '.join(cmd)}` failed ({e})") from None
     if res.returncode != 0:
         msg = (res.stderr or res.stdout).strip().splitlines()
         # sbatch on PATH but no answering controller (a stopped test cluster, a broken login node):
         # the job is not silently run here instead, which on a login node would be wrong; say how.
-        raise LaunchError(f"launcher: `{' '.join(cmd)}` failed: {msg[-1] if msg else f'exit {res.returncode}'} "
+        raise ConfigError(f"launcher: `{' '.join(cmd)}` failed: {msg[-1] if msg else f'exit {res.returncode}'} "
                           f"(SLURM's tools are on PATH but the cluster did not answer; --local runs the job "
                           f"on this machine)")
     return res.stdout
@@ -83,23 +83,23 @@ def check_cluster(spec: ClusterSpec) -> None:
     """Refuse, in one line, a request the cluster cannot run: unknown partition, no GPUs, too few CPUs."""
     parts = partitions()
     if not parts:
-        raise LaunchError("launcher: sinfo lists no partitions")
+        raise ConfigError("launcher: sinfo lists no partitions")
     name = spec.partition
     if name is None:
         name = next((p for p, i in parts.items() if i["default"]), None)
         if name is None:
-            raise LaunchError(f"launcher: the cluster has no default partition; pass --partition "
+            raise ConfigError(f"launcher: the cluster has no default partition; pass --partition "
                               f"(one of: {', '.join(sorted(parts))})")
     if name not in parts:
-        raise LaunchError(f"launcher: partition {name!r} does not exist (known: {', '.join(sorted(parts))})")
+        raise ConfigError(f"launcher: partition {name!r} does not exist (known: {', '.join(sorted(parts))})")
     info = parts[name]
     if spec.gpus_per_node > info["gpus"]:
         have = f"at most {info['gpus']} GPUs per node" if info["gpus"] else "no GPUs"
-        raise LaunchError(f"launcher: partition {name!r} has {have}; asked for --gpus-per-node "
+        raise ConfigError(f"launcher: partition {name!r} has {have}; asked for --gpus-per-node "
                           f"{spec.gpus_per_node} (use --gpus-per-node 0 for one CPU task per node)")
     need = spec.tasks_per_node * spec.cpus_per_task
     if info["cpus"] and need > info["cpus"]:
-        raise LaunchError(f"launcher: partition {name!r} has at most {info['cpus']} CPUs per node; asked for "
+        raise ConfigError(f"launcher: partition {name!r} has at most {info['cpus']} CPUs per node; asked for "
                           f"{spec.tasks_per_node} task(s) x --cpus-per-task {spec.cpus_per_task} = {need}")
 
 
@@ -108,7 +108,7 @@ def use_slurm(args: argparse.Namespace) -> bool:
     if opt(args, "local", False):
         return False
     if opt(args, "slurm", False) and not slurm_available():
-        raise LaunchError("launcher: --slurm given but there is no sbatch on PATH")
+        raise ConfigError("launcher: --slurm given but there is no sbatch on PATH")
     # A demo run (the entry script sets args.local_fallback) runs here when SLURM's tools are
     # installed but no controller answers; an explicit --slurm still errors.
     if slurm_available() and opt(args, "local_fallback", False) and not opt(args, "slurm", False):
@@ -131,7 +131,7 @@ def executor(folder: Path, params: dict[str, Any], max_requeues: int) -> Any:
 
 
 def submit(fn: Callable[[], Any], what: str) -> Any:
-    """Call ``fn`` (which submits); an sbatch refusal becomes one ``LaunchError`` line naming ``what``."""
+    """Call ``fn`` (which submits); an sbatch refusal becomes one ``ConfigError`` line naming ``what``."""
     import submitit
 
     try:
@@ -140,7 +140,7 @@ def submit(fn: Callable[[], Any], what: str) -> Any:
             subprocess.CalledProcessError) as e:
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
         detail = next((ln for ln in reversed(lines) if "error" in ln.lower()), lines[-1] if lines else repr(e))
-        raise LaunchError(f"launcher: sbatch refused {what}: {detail.strip()}") from None
+        raise ConfigError(f"launcher: sbatch refused {what}: {detail.strip()}") from None
 
 
 def sbatch_script(params: dict[str, Any], folder: Path, array_size: int | None = None) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from maskalign.records import RecordError, find_records, read_record
+from maskalign.records import DataError, find_records, read_record
 
 COLUMNS = (
     "path",
@@ -96,7 +96,7 @@ def collect_records(root: str | os.PathLike) -> Collected:
     for path in paths:
         try:
             r = read_record(path)
-        except RecordError as e:
+        except DataError as e:
             errors.append(f"skipped corrupt record {e}")
             continue
         ref = r.paper_ref if isinstance(r.paper_ref, dict) else {}

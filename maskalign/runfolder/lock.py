@@ -28,14 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from maskalign.atomic import make_dirs
-from maskalign.errors import PathError, UserError
+from maskalign.errors import PathError, RunFolderError
 from maskalign.runfolder.slurm_env import ALIVE_STATES, current_job_id, job_state
 
 LOCK_FILE = "run.lock"
-
-
-class RunLockedError(UserError):
-    """Another live process writes this run folder."""
 
 
 def _pid_start(pid: int) -> str | None:
@@ -129,7 +125,7 @@ class RunLock:
         self.note = ""
 
     def acquire(self) -> RunLock:
-        """Take the lock; raises ``RunLockedError`` naming a live holder, ``PathError`` when the
+        """Take the lock; raises ``RunFolderError`` naming a live holder, ``PathError`` when the
         folder cannot be written. ``note`` says whose stale lock was taken over, if any."""
         make_dirs(self.folder)
         for _ in range(50):
@@ -151,7 +147,7 @@ class RunLock:
                 return self
             finally:
                 os.close(fd)
-        raise RunLockedError(f"{self.path}: could not be taken (it changes hands constantly)")
+        raise RunFolderError(f"{self.path}: could not be taken (it changes hands constantly)")
 
     def _take(self, fd: int) -> None:
         text = os.pread(fd, 1 << 16, 0).decode(errors="replace")
@@ -164,10 +160,10 @@ class RunLock:
         if old is not None and not old.same_process(self.me) and not old.earlier_start_of(self.me):
             alive = old.alive()
             if alive is None:
-                raise RunLockedError(f"{self.folder} is being written by {old.describe()} (cannot check that "
+                raise RunFolderError(f"{self.folder} is being written by {old.describe()} (cannot check that "
                                      f"host from here; delete {self.path} once that process is gone)")
             if alive:
-                raise RunLockedError(f"{self.folder} is being written by {old.describe()}; wait for it to "
+                raise RunFolderError(f"{self.folder} is being written by {old.describe()}; wait for it to "
                                      f"end{' or scancel ' + old.job_id if old.job_id else ''}")
             self.note = f"took over the stale lock of {old.describe()} (no longer running)"
         elif old is not None and old.earlier_start_of(self.me):

@@ -20,7 +20,7 @@ import importlib.util
 import os.path as osp
 from importlib import metadata
 
-from maskalign.errors import UserError
+from maskalign.errors import CheckpointError
 
 
 def _installed_path(package: str) -> str:
@@ -80,19 +80,15 @@ def _statistics_method(owner, name: str):
 
     if owner is not HistoryBuffer or name not in ("min", "max", "mean", "current") + tuple(
             HistoryBuffer._statistics_methods):
-        raise CheckpointLoadError(f"checkpoint asks for attribute {name!r} of {owner!r}, refused")
+        raise CheckpointError(f"checkpoint asks for attribute {name!r} of {owner!r}, refused")
     return getattr(owner, name)
-
-
-class CheckpointLoadError(UserError):
-    """A model checkpoint that mmengine cannot (or may not) load."""
 
 
 def load_from_local_weights_only(filename: str, map_location=None):
     """mmengine's local checkpoint loader: :func:`maskalign.safe_load.load_weights` with the allowlist above."""
     from maskalign.safe_load import load_weights
 
-    obj = load_weights(osp.expanduser(filename), allowed=checkpoint_safe_globals(), error=CheckpointLoadError)
+    obj = load_weights(osp.expanduser(filename), allowed=checkpoint_safe_globals(), error=CheckpointError)
     if map_location not in (None, "cpu"):
         import torch
 

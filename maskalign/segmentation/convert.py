@@ -36,12 +36,8 @@ from collections.abc import Mapping
 
 import torch
 
-from maskalign.errors import UserError
+from maskalign.errors import CheckpointError
 from maskalign.models.pos_embed import resize_pos_embed
-
-
-class ConversionError(UserError):
-    """A state dict that does not convert to (or does not fit) the mmseg backbone."""
 
 
 class TimmBackboneState(dict):
@@ -78,7 +74,7 @@ def to_mmseg_backbone(state: Mapping[str, torch.Tensor], grid: tuple[int, int] |
 
     Returns:
         A new dict of tensors keyed for ``EncoderDecoder.backbone`` (without the ``backbone.``
-        prefix). Raises :class:`ConversionError` on any key it does not know.
+        prefix). Raises :class:`CheckpointError` on any key it does not know.
     """
     if isinstance(state, TimmBackboneState):
         return dict(state)  # built at the crop size already, position table resampled the family's way
@@ -96,13 +92,13 @@ def to_mmseg_backbone(state: Mapping[str, torch.Tensor], grid: tuple[int, int] |
             continue
         unknown.append(key)
     if unknown:
-        raise ConversionError(f"cannot convert encoder keys to mmseg's ViT: {', '.join(sorted(unknown)[:6])}"
+        raise CheckpointError(f"cannot convert encoder keys to mmseg's ViT: {', '.join(sorted(unknown)[:6])}"
                               + (" ..." if len(unknown) > 6 else ""))
     if grid is not None and "pos_embed" in out:
         try:
             out["pos_embed"] = resize_pos_embed(out["pos_embed"], tuple(grid))
         except ValueError as e:
-            raise ConversionError(f"pos_embed: {e}") from None
+            raise CheckpointError(f"pos_embed: {e}") from None
     return out
 
 
@@ -130,4 +126,4 @@ def check_fits(backbone: torch.nn.Module, converted: Mapping[str, torch.Tensor],
             parts.append(f"unexpected {unexpected[:4]}")
         if shapes:
             parts.append(f"shape mismatch {shapes[:2]}")
-        raise ConversionError(f"{source} does not fit the segmentation backbone: {'; '.join(parts)}")
+        raise CheckpointError(f"{source} does not fit the segmentation backbone: {'; '.join(parts)}")

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from maskalign.errors import UserError
+from maskalign.errors import DataError
 
 TRAIN, VAL = "training", "validation"
 ADE20K_NUM_CLASSES = 150
@@ -33,15 +33,11 @@ IGNORE_INDEX = 255
 CLASSES_FILE = "classes.json"
 
 
-class DatasetError(UserError):
-    """A data folder that does not hold a usable ADE20K layout; the message names the file."""
-
-
 def resolve_root(path: str | os.PathLike) -> Path:
     """``path`` itself if it holds ``images/``, else ``path/ADEChallengeData2016`` if that exists."""
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise DatasetError(f"{p}: no such data folder (expected an ADEChallengeData2016 tree)")
+        raise DataError(f"{p}: no such data folder (expected an ADEChallengeData2016 tree)")
     if not (p / "images").is_dir() and (p / "ADEChallengeData2016").is_dir():
         return p / "ADEChallengeData2016"
     return p
@@ -56,9 +52,9 @@ def class_names(root: str | os.PathLike) -> tuple[str, ...] | None:
         table = json.loads(f.read_text())
         ids = sorted(int(k) for k in table)
     except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise DatasetError(f"{f}: unreadable class table ({e})") from None
+        raise DataError(f"{f}: unreadable class table ({e})") from None
     if not ids or ids != list(range(ids[0], ids[-1] + 1)) or ids[0] not in (0, 1):
-        raise DatasetError(f"{f}: class ids must run 0 (other), 1..K without gaps")
+        raise DataError(f"{f}: class ids must run 0 (other), 1..K without gaps")
     return tuple(str(table[str(i)]) for i in ids if i > 0)
 
 
@@ -105,15 +101,15 @@ def check_layout(root: str | os.PathLike, splits: tuple[str, ...] = (TRAIN, VAL)
         for kind in ("images", "annotations"):
             d = root / kind / split
             if not d.is_dir():
-                raise DatasetError(f"{d}: missing split folder (expected images/{{{TRAIN},{VAL}}} and "
+                raise DataError(f"{d}: missing split folder (expected images/{{{TRAIN},{VAL}}} and "
                                    f"annotations/{{{TRAIN},{VAL}}} under {root})")
         images = sorted((root / "images" / split).glob("*.jpg"))
         if not images:
-            raise DatasetError(f"{root / 'images' / split}: no .jpg images")
+            raise DataError(f"{root / 'images' / split}: no .jpg images")
         pairs = [(im, root / "annotations" / split / f"{im.stem}.png", k) for im in images]
         with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
             for problem in pool.map(_check_pair, pairs, chunksize=64):
                 if problem:
-                    raise DatasetError(problem)
+                    raise DataError(problem)
         counts[split] = len(images)
     return counts

@@ -19,14 +19,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from maskalign.errors import UserError
+from maskalign.errors import ConfigError
 
 DEMO_CONFIGS = ("upernet_vit_tiny_demo_128",)
 RESCALES = {8: [2, 1, 0.5, 0.25], 16: [4, 2, 1, 0.5]}
-
-
-class DemoFitError(UserError):
-    """An encoder the demo config cannot be fitted to."""
 
 
 def feature_blocks(depth: int) -> list[int]:
@@ -44,10 +40,10 @@ def fit_demo_config(cfg: Any, arch: dict[str, Any], config_name: str) -> list[st
             width, depth, heads, patch) and float(bb["mlp_ratio"]) == mlp:
         return []
     if depth < 4:
-        raise DemoFitError(f"{config_name}: the encoder has {depth} blocks; the demo's four feature maps come "
+        raise ConfigError(f"{config_name}: the encoder has {depth} blocks; the demo's four feature maps come "
                            f"from four different blocks")
     if patch not in RESCALES:
-        raise DemoFitError(f"{config_name}: patch {patch} does not fit the demo's four maps at strides 4/8/16/32 "
+        raise ConfigError(f"{config_name}: patch {patch} does not fit the demo's four maps at strides 4/8/16/32 "
                            f"(patch 8 or 16 do); give a config made for this encoder")
     bb.update(embed_dims=width, num_layers=depth, num_heads=heads, patch_size=patch,
               mlp_ratio=int(mlp) if mlp.is_integer() else mlp, out_indices=feature_blocks(depth))

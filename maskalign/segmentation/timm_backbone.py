@@ -25,7 +25,7 @@ from mmseg.registry import MODELS
 from maskalign.encoders.dense import DenseViT
 from maskalign.encoders.families import is_plain_vit
 from maskalign.encoders.load import build_model
-from maskalign.segmentation.convert import ConversionError, TimmBackboneState
+from maskalign.segmentation.convert import CheckpointError, TimmBackboneState
 
 
 def _side(size: Any) -> int:
@@ -33,7 +33,7 @@ def _side(size: Any) -> int:
         return size
     h, w = tuple(size)
     if h != w:
-        raise ConversionError(f"backbone img_size {tuple(size)}: the timm wrapper runs square crops only")
+        raise CheckpointError(f"backbone img_size {tuple(size)}: the timm wrapper runs square crops only")
     return int(h)
 
 
@@ -59,7 +59,7 @@ class MaskalignTimmViT(BaseModule):
                   "num_heads": arch["num_heads"]}
         wrong = {k: v for k, v in described.items() if actual.get(k) != v}
         if wrong:
-            raise ConversionError(f"MaskalignTimmViT: {wrong} does not describe the encoder ({actual})")
+            raise CheckpointError(f"MaskalignTimmViT: {wrong} does not describe the encoder ({actual})")
         for name, child in model.named_children():
             self.add_module("layers" if name == "blocks" else name, child)
         for name, p in model.named_parameters(recurse=False):

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from maskalign.config import config_dir, find_config_file
-from maskalign.errors import UserError
+from maskalign.errors import ConfigError, UserError
 from maskalign.metric_names import Metric
 from maskalign.safe_load import load_weights
 from maskalign.tasks.context import RunContext
@@ -39,17 +39,13 @@ DEFAULT_CONFIG = "upernet_vit_tiny_demo_128"
 BACKBONE_INIT = "backbone_init.pth"
 
 
-class SegConfigError(UserError):
-    """A segmentation config, override or config/checkpoint combination that cannot run."""
-
-
 def resolve_config(name: str | os.PathLike) -> Path:
     """An mmengine config by path, or by name (with or without ``.py``) in ``maskalign/configs/ade20k/``."""
     found = find_config_file(name, SEG_CONFIG_DIR, ".py")
     if found is not None:
         return found.resolve()
     known = ", ".join(sorted(c.stem for c in SEG_CONFIG_DIR.glob("*.py")))
-    raise SegConfigError(f"segmentation config {str(name)!r} not found (looked in {SEG_CONFIG_DIR}; known: {known})")
+    raise ConfigError(f"segmentation config {str(name)!r} not found (looked in {SEG_CONFIG_DIR}; known: {known})")
 
 
 def config_of(spec: JobSpec) -> Path:
@@ -94,20 +90,20 @@ def load_seg_config(config: str | os.PathLike, overrides: list[str] | tuple[str,
         cfg = Config.fromfile(str(path))
     except Exception as e:  # noqa: BLE001  (mmengine raises many types for a broken config file)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise SegConfigError(f"{path}: cannot load config ({first[:200]})") from None
+        raise ConfigError(f"{path}: cannot load config ({first[:200]})") from None
     options = {}
     for item in overrides:
         key, sep, value = item.partition("=")
         add = key.startswith("+")
         key = key[1:] if add else key
         if not sep or not key:
-            raise SegConfigError(f"command line: override {item!r} is not of the form key=value")
+            raise ConfigError(f"command line: override {item!r} is not of the form key=value")
         if add:
             parent = key.rpartition(".")[0]
             if parent and not _has_path(cfg, parent):
-                raise SegConfigError(f"command line: cannot add '{key}': no '{parent}' in {path.name}")
+                raise ConfigError(f"command line: cannot add '{key}': no '{parent}' in {path.name}")
         elif not _has_path(cfg, key):
-            raise SegConfigError(f"command line: unknown config key '{key}' in {path.name} "
+            raise ConfigError(f"command line: unknown config key '{key}' in {path.name} "
                                  f"(write +{key}=... to add a new key)")
         options[key] = _parse_value(value)
     if options:
@@ -139,7 +135,7 @@ def check_arch(backbone_cfg: Any, arch: dict[str, Any], config_name: str) -> Non
     diff = [f"{k} {have[k]} (config) vs {v} (checkpoint)" for k, v in want.items()
             if have[k] is None or float(have[k]) != float(v)]
     if diff:
-        raise SegConfigError(f"{config_name}: backbone does not match the checkpoint's ViT: {'; '.join(diff)} "
+        raise ConfigError(f"{config_name}: backbone does not match the checkpoint's ViT: {'; '.join(diff)} "
                              "(pick the config made for this arch)")
 
 
@@ -155,7 +151,7 @@ def prepare_config(cfg: Any, spec: JobSpec, arch: dict[str, Any], num_classes: i
         print(f"[ade20k] note: {note}", flush=True)
     check_arch(bb, arch, config_of(spec).name)
     if bb.get("type") != "MAE":
-        raise SegConfigError(f"{config_of(spec)}: backbone type {bb.get('type')!r} is not mmseg's MAE ViT "
+        raise ConfigError(f"{config_of(spec)}: backbone type {bb.get('type')!r} is not mmseg's MAE ViT "
                              "(the only backbone the converted encoder loads into exactly)")
     bb["mlp_ratio"] = int(bb["mlp_ratio"]) if float(bb["mlp_ratio"]).is_integer() else bb["mlp_ratio"]
     cfg.model.pretrained = None
@@ -178,7 +174,7 @@ def prepare_config(cfg: Any, spec: JobSpec, arch: dict[str, Any], num_classes: i
             ow.pop(key, None)
     pw = ow.get("paramwise_cfg")
     if pw is not None and "num_layers" in pw and int(pw["num_layers"]) != int(arch["depth"]):
-        raise SegConfigError(f"{config_of(spec)}: optim_wrapper.paramwise_cfg.num_layers is {pw['num_layers']} "
+        raise ConfigError(f"{config_of(spec)}: optim_wrapper.paramwise_cfg.num_layers is {pw['num_layers']} "
                              f"but the backbone has {arch['depth']} blocks")
     cfg.work_dir = str(spec.folder)
     from maskalign.monitor import mmseg_tensorboard  # TensorBoard in the run folder
@@ -316,13 +312,13 @@ def run_job(ctx: RunContext) -> dict[str, Any]:
 
 
 def _previous_record_config(work: Path) -> dict[str, Any] | None:
-    from maskalign.records import RECORD_FILENAME, RecordError, read_record
+    from maskalign.records import RECORD_FILENAME, DataError, read_record
 
     if not (work / RECORD_FILENAME).is_file():
         return None
     try:
         return dict(read_record(work / RECORD_FILENAME).config)
-    except RecordError:
+    except DataError:
         return None
 
 

@@ -15,11 +15,11 @@ submits the same ``TaskJob`` objects.
 
 from maskalign.tasks.context import RunContext
 from maskalign.tasks.job import TaskJob, job_for, upstream_checkpoint
-from maskalign.tasks.registry import PRETRAIN, Task, TaskError, get_task, register_task, registered_tasks
+from maskalign.tasks.registry import PRETRAIN, Task, get_task, register_task, registered_tasks
 from maskalign.tasks.spec import JobSpec, default_run_name, run_folder, source_run_of
 
 __all__ = [
-    "PRETRAIN", "JobSpec", "RunContext", "Task", "TaskError", "TaskJob", "default_run_name", "get_task", "job_for",
+    "PRETRAIN", "JobSpec", "RunContext", "Task", "TaskJob", "default_run_name", "get_task", "job_for",
     "register_task",
     "registered_tasks", "run_folder", "source_run_of", "upstream_checkpoint",
 ]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from maskalign.atomic import atomic_write_text
-from maskalign.errors import UserError
+from maskalign.errors import RunFolderError
 from maskalign.records import RECORD_FILENAME, file_sha256
 
 IDENTITY_FILENAME = "identity.json"
@@ -36,10 +36,6 @@ GENERIC_STEMS = {"checkpoint", "checkpoint-best", "checkpoint-last", "encoder", 
                  "open_clip_pytorch_model", "weights", "last", "best", "final", "model_final"}
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-class RunIdentityError(UserError):
-    """A run folder that belongs to another source or config than the run about to use it."""
 
 
 def _safe(name: str) -> str:
@@ -163,7 +159,7 @@ def stored_identity(folder: str | Path) -> dict[str, Any] | None:
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise RunIdentityError(f"{path}: unreadable run identity ({e}); delete the folder to start over") from None
+            raise RunFolderError(f"{path}: unreadable run identity ({e}); delete the folder to start over") from None
         return data if isinstance(data, dict) else None
     record = folder / RECORD_FILENAME
     if record.is_file():
@@ -194,7 +190,7 @@ def check_identity(folder: str | Path, identity: dict[str, Any]) -> None:
         return
     run = f"{folder.parent.name}/{folder.name}"
     if not same_source(old.get("source") or {}, identity["source"]):
-        raise RunIdentityError(
+        raise RunFolderError(
             f"{folder}: run {run} belongs to {describe_source(old.get('source') or {})}, not to "
             f"{describe_source(identity['source'])}; give this encoder its own --name (or leave --name out)")
     if old.get("legacy") or "config" not in old:
@@ -202,7 +198,7 @@ def check_identity(folder: str | Path, identity: dict[str, Any]) -> None:
     changes = config_changes(old["config"], identity["config"])
     if changes:
         shown = "; ".join(changes[:3]) + (f" (+{len(changes) - 3} more)" if len(changes) > 3 else "")
-        raise RunIdentityError(f"{folder}: run {run} was started with another config ({shown}); "
+        raise RunFolderError(f"{folder}: run {run} was started with another config ({shown}); "
                                f"give this config its own --name, or delete the folder to start over")
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from maskalign.errors import UserError
+from maskalign.errors import CheckpointError
 from maskalign.launch.runtime import Checkpointable
-from maskalign.records import RECORD_FILENAME, RecordError, read_record
+from maskalign.records import RECORD_FILENAME, DataError, read_record
 from maskalign.tasks.identity import claim, identity_of
 from maskalign.tasks.registry import PRETRAIN, get_task
 from maskalign.tasks.spec import JobSpec, run_folder
@@ -23,24 +23,20 @@ from maskalign.tasks.spec import JobSpec, run_folder
 ENCODER_FILE = "encoder.pth"
 
 
-class UpstreamError(UserError):
-    """The checkpoint a job consumes is not there (its upstream did not finish)."""
-
-
 def upstream_checkpoint(consumes: str, output_root: str | Path, run: str) -> Path:
     """The checkpoint a task consumes: the pre-training's encoder, or what the upstream task's record names."""
     if consumes == PRETRAIN:
         ckpt = run_folder(output_root, PRETRAIN, run) / ENCODER_FILE
         if not ckpt.is_file():
-            raise UpstreamError(f"the pre-training encoder {ckpt} does not exist (did pretrain/{run} finish?)")
+            raise CheckpointError(f"the pre-training encoder {ckpt} does not exist (did pretrain/{run} finish?)")
         return ckpt
     record = run_folder(output_root, consumes, run) / RECORD_FILENAME
     try:
         ref = (read_record(record).checkpoint or {}).get("path")
-    except RecordError as e:
-        raise UpstreamError(f"cannot read {e}; did {consumes}/{run} finish?") from None
+    except DataError as e:
+        raise CheckpointError(f"cannot read {e}; did {consumes}/{run} finish?") from None
     if not ref or not Path(ref).is_file():
-        raise UpstreamError(f"{record} names no existing checkpoint ({ref!r})")
+        raise CheckpointError(f"{record} names no existing checkpoint ({ref!r})")
     return Path(ref)
 
 
@@ -101,7 +97,7 @@ class TaskJob(Checkpointable):
             if ctx.is_main and "metrics" in result and "record" not in result:
                 record = ctx.write_record(result["metrics"], result.get("checkpoint"))
             if ctx.is_main and not record.is_file():
-                raise UpstreamError(f"{spec.task}/{spec.run} finished but wrote no {record}")
+                raise CheckpointError(f"{spec.task}/{spec.run} finished but wrote no {record}")
         finally:
             ctx.close()
         result.setdefault("record", str(record))

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from maskalign.errors import UserError
+from maskalign.errors import ConfigError
 from maskalign.plugins import TASKS, load_plugins
 from maskalign.tasks.spec import JobSpec, source_run_of
 
@@ -50,10 +50,6 @@ OTHER_RECORD_TASKS = ("speed",)
 
 _REGISTRY: dict[str, Task] = {}
 _builtins_loaded = False
-
-
-class TaskError(UserError):
-    """An unknown task, or a task that cannot be registered."""
 
 
 class Task:
@@ -144,12 +140,12 @@ def register_task(cls: T) -> T:
     """Class decorator: register one instance of ``cls`` under ``cls.name``."""
     name = cls.name
     if not name or not name.isidentifier():
-        raise TaskError(f"task class {cls.__qualname__}: name {name!r} must be an identifier")
+        raise ConfigError(f"task class {cls.__qualname__}: name {name!r} must be an identifier")
     if name in OTHER_RECORD_TASKS:
-        raise TaskError(f"task name {name!r} is reserved")
+        raise ConfigError(f"task name {name!r} is reserved")
     old = _REGISTRY.get(name)
     if old is not None and type(old).__qualname__ != cls.__qualname__:
-        raise TaskError(f"task {name!r} is registered twice ({type(old).__module__} and {cls.__module__})")
+        raise ConfigError(f"task {name!r} is registered twice ({type(old).__module__} and {cls.__module__})")
     _REGISTRY[name] = cls()
     return cls
 
@@ -186,8 +182,8 @@ def get_task(name: str, module: str | None = None) -> Task:
         try:
             importlib.import_module(module)
         except ImportError as e:
-            raise TaskError(f"task {name!r}: cannot import {module} ({e})") from None
+            raise ConfigError(f"task {name!r}: cannot import {module} ({e})") from None
     tasks = registered_tasks()
     if name not in tasks:
-        raise TaskError(f"unknown task {name!r}; known: {', '.join(tasks)}")
+        raise ConfigError(f"unknown task {name!r}; known: {', '.join(tasks)}")
     return tasks[name]

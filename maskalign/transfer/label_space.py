@@ -19,14 +19,10 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-from maskalign.errors import UserError
+from maskalign.errors import DataError
 
 CLASS_LIST_DIR = Path(__file__).resolve().parents[1] / "data" / "class_lists"
 SUBSET_NAMES = ("imagenet_a", "imagenet_r")
-
-
-class LabelSpaceError(UserError):
-    """A benchmark whose classes the classifier cannot score; the message says which."""
 
 
 def read_class_list(name: str) -> list[str]:
@@ -66,11 +62,11 @@ class LabelSpace:
 
     def subset_wnids(self, subset: str) -> tuple[str, ...]:
         if subset not in self.subsets:
-            raise LabelSpaceError(f"label space {self.name!r} defines no {subset!r} subset "
+            raise DataError(f"label space {self.name!r} defines no {subset!r} subset "
                                   f"(known: {', '.join(sorted(self.subsets)) or 'none'})")
         wnids = tuple(sorted(self.subsets[subset]))
         if not wnids:
-            raise LabelSpaceError(f"label space {self.name!r}: the {subset!r} subset shares no class "
+            raise DataError(f"label space {self.name!r}: the {subset!r} subset shares no class "
                                   f"with this classifier")
         return wnids
 
@@ -80,7 +76,7 @@ class LabelSpace:
         wnids = self.subset_wnids(subset)
         missing = [w for w in wnids if w not in index]
         if missing:
-            raise LabelSpaceError(f"label space {self.name!r} lacks {len(missing)} class(es) of "
+            raise DataError(f"label space {self.name!r} lacks {len(missing)} class(es) of "
                                   f"{subset!r}, e.g. {missing[:3]}")
         return [index[w] for w in wnids]
 
