@@ -16,10 +16,8 @@ from maskalign.segmentation.datasets import DataError, check_layout, class_names
 
 
 @pytest.fixture(scope="module")
-def demo_root() -> Path:
-    from maskalign.data.demo_world import ensure_ade20k
-
-    return ensure_ade20k()
+def demo_root(tiny_demo_ade20k: Path) -> Path:
+    return tiny_demo_ade20k
 
 
 @pytest.fixture
@@ -53,7 +51,7 @@ def _one_error_line(proc) -> str:
 
 
 def test_the_demo_copy_passes(demo_root: Path) -> None:
-    assert check_layout(demo_root) == {"training": 200, "validation": 50}
+    assert check_layout(demo_root) == {"training": 12, "validation": 12}  # the tiny world's copy
     assert num_classes(demo_root) == 10 and class_names(demo_root)[0] == "disc"
 
 
@@ -135,7 +133,7 @@ def _main_in_process(argv: list[str], capsys) -> str:
     (["--config", "no_such_config"], "segmentation config 'no_such_config' not found"),
     (["--eval-only", "--name", "never_trained"], "no finished model to evaluate"),
 ])
-def test_bad_command_lines(args, expected, encoder: Path, tmp_path: Path, demo_root: Path, capsys) -> None:
+def test_bad_command_lines(args, expected, encoder: Path, tmp_path: Path, tiny_demo_world: Path, capsys) -> None:
     line = _main_in_process(["--ckpt", str(encoder), "--output-dir", str(tmp_path), *args], capsys)
     assert expected in line
 

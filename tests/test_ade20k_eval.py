@@ -52,7 +52,7 @@ def test_known_confusion_gives_the_hand_computed_iou() -> None:
     assert to_record_metrics(out) == {"miou": out["mIoU"], "aacc": out["aAcc"], "macc": out["mAcc"]}
 
 
-def test_oracle_through_the_test_loop_scores_100(tmp_path) -> None:
+def test_oracle_through_the_test_loop_scores_100(tmp_path, tiny_demo_ade20k) -> None:
     """Demo copy -> ADE20KLayoutDataset -> test pipeline -> slide inference -> IoUMetric.
 
     The model's encode_decode is replaced by an oracle that reads each image's annotation file and
@@ -62,11 +62,10 @@ def test_oracle_through_the_test_loop_scores_100(tmp_path) -> None:
     """
     from mmengine.runner import Runner
 
-    from maskalign.data.demo_world import ensure_ade20k
     from maskalign.segmentation.datasets import num_classes
     from maskalign.segmentation.train import load_seg_config
 
-    root = ensure_ade20k()
+    root = tiny_demo_ade20k  # 12 validation pairs
     k = num_classes(root)
     cfg = load_seg_config("upernet_vit_tiny_demo_128")
     cfg.model.decode_head.num_classes = cfg.model.auxiliary_head.num_classes = k

@@ -64,9 +64,9 @@ def test_missing_imagenet_train_folder_names_the_path(tmp_path: Path) -> None:
         image_folder(tmp_path, "train")
 
 
-def test_corrupt_jpeg_is_skipped_with_a_warning(tmp_path: Path, demo_imagenet: Path) -> None:
+def test_corrupt_jpeg_is_skipped_with_a_warning(tmp_path: Path, tiny_demo_imagenet: Path) -> None:
     root = tmp_path / "in"
-    cls = sorted((demo_imagenet / "train").iterdir())[0]
+    cls = sorted((tiny_demo_imagenet / "train").iterdir())[0]
     (root / "train" / cls.name).mkdir(parents=True)
     good = sorted(cls.iterdir())[:3]
     for f in good:
@@ -81,11 +81,12 @@ def test_corrupt_jpeg_is_skipped_with_a_warning(tmp_path: Path, demo_imagenet: P
     assert any(str(bad) in str(w.message) for w in caught)
 
 
-def test_checkpoint_of_the_wrong_shape_is_refused_and_kept(tmp_path: Path, pretrained_demo: Path) -> None:
+def test_checkpoint_of_the_wrong_shape_is_refused_and_kept(tmp_path: Path, tiny_demo_encoder: Path,
+                                                           tiny_demo_world: Path) -> None:
     from maskalign.engine.pretrain import train
 
     out = tmp_path / "pretrain" / "session"
-    shutil.copytree(pretrained_demo.parent, out)
+    shutil.copytree(tiny_demo_encoder.parent, out)
     before = file_sha256(out / "checkpoint.pth")
     cfg = pretrain_cfg(tmp_path, "name=session", "optim.epochs=6", "align.top_k=3", "data.num_workers=0")
     with pytest.raises(CheckpointError, match="checkpoint.pth: does not fit"):

@@ -98,6 +98,7 @@ def test_unknown_override_key(tmp_path: Path, world: Path, encoder: Path) -> Non
     )
 
 
+@pytest.mark.slow  # two detectron2 training runs of the whole job (a crash, then the resume)
 def test_crash_mid_training_resumes_from_last_checkpoint(
     tmp_path: Path, world: Path, encoder: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None
 ) -> None:

@@ -222,7 +222,7 @@ def test_classification_loader_takes_the_marked_device_path(folder: Path) -> Non
 
 
 @pytest.mark.slow
-def test_pretraining_asked_for_gpu_decoding_without_cuda(tmp_path: Path, demo_teacher: Path, capsys) -> None:
+def test_pretraining_asked_for_gpu_decoding_without_cuda(tmp_path: Path, full_demo_teacher: Path, capsys) -> None:
     from conftest import pretrain_cfg
 
     from maskalign.engine.pretrain import train

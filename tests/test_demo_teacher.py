@@ -75,8 +75,38 @@ def test_a_file_that_does_not_fit_is_one_line(tmp_path: Path) -> None:
         load_demo_teacher(path)
 
 
-def test_the_cached_demo_teacher_knows_the_shapes(demo_teacher: Path) -> None:
+@pytest.mark.slow
+def test_the_cached_demo_teacher_knows_the_shapes(full_demo_teacher: Path) -> None:
     """The first run's teacher must be worth distilling: well above chance (10%) on the demo val split."""
-    meta = json.loads(demo_teacher.with_suffix(".json").read_text())
+    meta = json.loads(full_demo_teacher.with_suffix(".json").read_text())
     assert meta["arch"]["kind"] == "token_cnn"
     assert meta["val_top1"] > 40.0, meta  # about 70 here; a ViT in the same minute stays under 25
+
+
+def test_a_cached_teacher_serves_only_the_world_size_it_was_trained_for(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tiny world's teacher (seconds of training) must never stand in for the full one's."""
+    import maskalign.data.demo_world as world
+    from maskalign.teachers import demo_teacher
+
+    imagenet = tmp_path / "imagenet"
+    imagenet.mkdir()
+    monkeypatch.setattr(world, "ensure_imagenet", lambda root=None: imagenet)
+    calls = []
+
+    def fake_training(data: Path, out: Path, epochs: int, corpus: int) -> dict:
+        calls.append((epochs, corpus))
+        meta = {"version": demo_teacher.VERSION, "epochs": epochs, "corpus_images": corpus, "val_top1": 0.0}
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "encoder.pth").write_bytes(b"weights")
+        (out / "encoder.json").write_text(json.dumps(meta))
+        return meta
+
+    monkeypatch.setattr(demo_teacher, "train_demo_teacher", fake_training)
+    monkeypatch.setenv("MASKALIGN_DEMO_SIZE", "tiny")
+    assert demo_teacher.ensure_demo_teacher() == demo_teacher.ensure_demo_teacher() == tmp_path / "teacher/encoder.pth"
+    assert calls == [(2, 256)]  # the tiny preset, trained once then cached
+    monkeypatch.setenv("MASKALIGN_DEMO_SIZE", "full")
+    demo_teacher.ensure_demo_teacher()
+    demo_teacher.ensure_demo_teacher()
+    assert calls == [(2, 256), (12, 3000)]  # retrained at the full size, then cached

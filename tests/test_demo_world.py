@@ -28,6 +28,7 @@ from maskalign.data.demo_world import (
     render_scene,
 )
 from maskalign.data.demo_world._build import MARKER
+from maskalign.errors import UserError
 
 WNIDS = [w for w, _ in CLASSES]
 LEARN_EPOCHS = 10
@@ -219,6 +220,24 @@ def test_default_root(monkeypatch, tmp_path):
     assert default_root() == Path("output") / "demo_world"
     monkeypatch.setenv("MASKALIGN_OUTPUT", str(tmp_path / "runs"))
     assert default_root() == tmp_path / "runs" / "demo_world"
+    # the tiny world lives beside the full one, so switching sizes rebuilds neither
+    monkeypatch.setenv("MASKALIGN_DEMO_SIZE", "tiny")
+    assert default_root() == tmp_path / "runs" / "demo_world_tiny"
+    monkeypatch.setenv("MASKALIGN_DEMO_ROOT", str(tmp_path / "elsewhere"))
+    assert default_root() == tmp_path / "elsewhere"
+
+
+def test_world_size_sets_the_counts_not_given(monkeypatch, tmp_path):
+    monkeypatch.setenv("MASKALIGN_DEMO_SIZE", "tiny")
+    out = ensure_imagenet(tmp_path, image_size=32, val_per_class=1)
+    assert json.loads((out / MARKER).read_text())["counts"] == {"train_per_class": 8, "val_per_class": 1}
+    assert len(list((out / "train").rglob("*.JPEG"))) == 8 * NUM_CLASSES
+    ade = ensure_ade20k(tmp_path, image_size=32, train_images=1)
+    assert json.loads((ade / MARKER).read_text())["counts"] == {"train_images": 1, "val_images": 12}
+    monkeypatch.setenv("MASKALIGN_DEMO_SIZE", "huge")
+    with pytest.raises(UserError) as e:
+        ensure_imagenet(tmp_path, image_size=32)
+    assert str(e.value) == "MASKALIGN_DEMO_SIZE='huge': unknown demo-world size; one of ['full', 'tiny']"
 
 
 # ---------------------------------------------------------------- COCO layout

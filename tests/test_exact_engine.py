@@ -26,10 +26,10 @@ BATCH, PER_CLASS, CLASSES = 4, 8, 2  # 16 images -> 4 iterations per epoch
 
 
 @pytest.fixture(scope="module")
-def tiny_imagenet(tmp_path_factory: pytest.TempPathFactory, demo_imagenet: Path) -> Path:
+def tiny_imagenet(tmp_path_factory: pytest.TempPathFactory, tiny_demo_imagenet: Path) -> Path:
     """16 demo images in two classes (symlinks): 4 iterations of batch 4 per epoch."""
     root = tmp_path_factory.mktemp("tiny_imagenet")
-    for cls in sorted(p for p in (demo_imagenet / "train").iterdir() if p.is_dir())[:CLASSES]:
+    for cls in sorted(p for p in (tiny_demo_imagenet / "train").iterdir() if p.is_dir())[:CLASSES]:
         (root / "train" / cls.name).mkdir(parents=True)
         for img in sorted(cls.iterdir())[:PER_CLASS]:
             (root / "train" / cls.name / img.name).symlink_to(img)
@@ -97,7 +97,7 @@ CASES = {
 
 @pytest.mark.parametrize("method", sorted(CASES))
 def test_optimizer_groups_and_lr_the_engine_builds(method: str, tmp_path: Path, tiny_imagenet: Path,
-                                                   demo_teacher: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+                                                   tiny_demo_world: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from maskalign.engine.pretrain import train
 
     config, extra, no_decay, decay, absent, mult = CASES[method]

@@ -1,7 +1,7 @@
 """End to end on the demo world: pre-training helps fine-tuning, and the fine-tuned model is evaluated.
 
 The claim the whole suite exists for, at demo scale: the same fine-tuning recipe reaches a higher
-val top-1 from the demo MaskAlign encoder (the session's ``pretrained_demo``) than from random
+val top-1 from the demo MaskAlign encoder (the session's ``full_demo_encoder``) than from random
 initialisation, and a linear probe of it beats one of a random encoder. Then the fine-tuned
 classifier goes through the robustness sweep, and COCO and ADE20K runs on the same encoder join
 them in the results tables.
@@ -36,11 +36,11 @@ def _cfg(task: str, *overrides: str):
 
 
 @pytest.fixture(scope="module")
-def finetuned(pretrained_demo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+def finetuned(full_demo_encoder: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
 
     out = tmp_path_factory.mktemp("finetune_e2e")
     return {name: run_task("finetune", _cfg("finetune", f"output_dir={out}", f"name={name}", *FINETUNE, *extra),
-                               pretrained_demo)
+                               full_demo_encoder)
             for name, extra in (("pretrained", ()), ("scratch", ("model.pretrained=false",)))}
 
 
@@ -69,14 +69,14 @@ def test_robustness_of_the_finetuned_classifier(finetuned: dict[str, dict], tmp_
     assert rec.method == "maskalign" and rec.metrics["in_c_mce"] == pytest.approx(m["in_c_mce"])
 
 
-def test_linear_probe_beats_a_random_encoder(pretrained_demo: Path, tmp_path: Path) -> None:
+def test_linear_probe_beats_a_random_encoder(full_demo_encoder: Path, tmp_path: Path) -> None:
     """The frozen demo encoder's [CLS] is linearly more informative than a random encoder's."""
     from ade20k_helpers import fabricate_encoder
 
 
     random_enc, _ = fabricate_encoder(tmp_path / "random")
     top1 = {}
-    for name, ckpt in (("probe", pretrained_demo), ("random", random_enc)):
+    for name, ckpt in (("probe", full_demo_encoder), ("random", random_enc)):
         result = run_task("linprobe", _cfg("linprobe", f"output_dir={tmp_path}", f"name={name}", "optim.epochs=5",
                                    "data.num_workers=0"), ckpt)
         top1[name] = result["metrics"]["top1"]
@@ -87,7 +87,7 @@ def test_linear_probe_beats_a_random_encoder(pretrained_demo: Path, tmp_path: Pa
     assert rec.task == "linprobe" and set(rec.metrics) >= {"top1", "top5"}
 
 
-def test_demo_runs_fill_a_row_of_every_transfer_table(pretrained_demo: Path, finetuned: dict[str, dict],
+def test_demo_runs_fill_a_row_of_every_transfer_table(full_demo_encoder: Path, finetuned: dict[str, dict],
                                                        tmp_path: Path) -> None:
     """Pre-train -> fine-tune -> robustness -> COCO -> ADE20K on the demo world, then the tables."""
     import json
@@ -103,7 +103,7 @@ def test_demo_runs_fill_a_row_of_every_transfer_table(pretrained_demo: Path, fin
 
     if not detectron2_available() or not mmseg_available()[0]:
         pytest.skip("needs detectron2 and mmsegmentation (bash install.sh)")
-    enc, jobs = str(pretrained_demo), tmp_path / "jobs"
+    enc, jobs = str(full_demo_encoder), tmp_path / "jobs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def script(name: str, *args: str) -> None:
@@ -123,7 +123,7 @@ def test_demo_runs_fill_a_row_of_every_transfer_table(pretrained_demo: Path, fin
              finetuned["pretrained"]["checkpoint"])
 
     root = tmp_path / "records"
-    sources = [pretrained_demo.parent, Path(finetuned["pretrained"]["out_dir"]), jobs / "coco" / "demo",
+    sources = [full_demo_encoder.parent, Path(finetuned["pretrained"]["out_dir"]), jobs / "coco" / "demo",
                jobs / "ade20k" / "demo", jobs / "robustness" / "demo"]
     for i, folder in enumerate(sources):
         rec = json.loads((folder / "record.json").read_text())

@@ -32,7 +32,7 @@ class _Caught(Exception):
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory, demo_imagenet: Path) -> dict:
+def built(tmp_path_factory: pytest.TempPathFactory, tiny_demo_imagenet: Path) -> dict:
     """What ``finetune.run`` hands its loop for ``maskalign_vitb16`` (resolution and batch made small)."""
     from maskalign.transfer import finetune
 
@@ -41,7 +41,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, demo_imagenet: Path) -> dict
     model = build_classifier(ARCH, 0, kind="finetune", global_pool="token")
     enc = export_encoder(tmp / "enc", {k: v for k, v in model.state_dict().items() if not k.startswith("head")},
                          {"arch": ARCH, "method": "mae", "run": "tiny", "pt_epochs": 1})
-    mini = mini_imagenet(demo_imagenet, tmp / "imagenet", train=2, val=1)
+    mini = mini_imagenet(tiny_demo_imagenet, tmp / "imagenet", train=2, val=1)
     cfg = load_config("maskalign_vitb16", [f"output_dir={tmp / 'out'}", f"data.root={mini}", "name=recipe",
                                            "data.num_workers=0", "model.img_size=32", "optim.total_batch_size=8",
                                            "runtime.device=cpu"], config_dir("finetune"))
@@ -142,7 +142,7 @@ def test_optimizer_is_adamw_with_the_papers_lr_and_layer_decay(built: dict) -> N
     assert isinstance(model.fc_norm, torch.nn.LayerNorm) and model.head.weight.abs().max() < 1e-4
 
 
-def test_linear_probe_builds_mae_lars_and_a_frozen_encoder(tmp_path: Path, demo_imagenet: Path) -> None:
+def test_linear_probe_builds_mae_lars_and_a_frozen_encoder(tmp_path: Path, tiny_demo_imagenet: Path) -> None:
     """``maskalign_vitb16`` probe: LARS (momentum 0.9, wd 0, trust 1e-3) at 0.025 * batch / 256,
     only BatchNorm(affine=False) + Linear trainable, plain cross-entropy."""
     from maskalign.transfer import linprobe
@@ -152,7 +152,7 @@ def test_linear_probe_builds_mae_lars_and_a_frozen_encoder(tmp_path: Path, demo_
     model = build_classifier(ARCH, 0, kind="finetune", global_pool="token")
     enc = export_encoder(tmp_path / "enc", {k: v for k, v in model.state_dict().items() if not k.startswith("head")},
                          {"arch": ARCH, "method": "mae", "run": "tiny", "pt_epochs": 1})
-    mini = mini_imagenet(demo_imagenet, tmp_path / "imagenet", train=2, val=1)
+    mini = mini_imagenet(tiny_demo_imagenet, tmp_path / "imagenet", train=2, val=1)
     cfg = load_config("maskalign_vitb16", [f"output_dir={tmp_path / 'out'}", f"data.root={mini}", "name=probe",
                                            "data.num_workers=0", "model.img_size=32", "optim.total_batch_size=8",
                                            "runtime.device=cpu"], config_dir("linprobe"))

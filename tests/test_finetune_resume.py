@@ -26,8 +26,8 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory: pytest.TempPathFactory, demo_imagenet: Path) -> Path:
-    return mini_imagenet(demo_imagenet, tmp_path_factory.mktemp("mini") / "imagenet")
+def mini(tmp_path_factory: pytest.TempPathFactory, tiny_demo_imagenet: Path) -> Path:
+    return mini_imagenet(tiny_demo_imagenet, tmp_path_factory.mktemp("mini") / "imagenet")
 
 
 def _cfg(out: Path, root: Path, *extra: str):

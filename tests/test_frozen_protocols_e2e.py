@@ -80,7 +80,7 @@ def test_a_second_knn_run_reads_the_cached_features(sources: dict[str, str], tmp
     assert same["images_encoded"] == 0 and same["metrics"] == first["metrics"]
 
 
-def test_knn_on_two_processes_equals_one(sources: dict[str, str], demo_imagenet: Path, tmp_path: Path) -> None:
+def test_knn_on_two_processes_equals_one(sources: dict[str, str], full_demo_imagenet: Path, tmp_path: Path) -> None:
     """Each process encodes its shard; the banks are gathered back into data-set order, so two
     processes (gloo, CPU) give the one-process features and numbers; one record, one cache."""
     import json
@@ -92,7 +92,7 @@ def test_knn_on_two_processes_equals_one(sources: dict[str, str], demo_imagenet:
     import torch
     from transfer_helpers import mini_imagenet
 
-    mini = mini_imagenet(demo_imagenet, tmp_path / "mini")
+    mini = mini_imagenet(full_demo_imagenet, tmp_path / "mini")
     args = [f"data.root={mini}", "data.dataset=imagenet", "data.batch_size=8", *SHORT]
     script = str(Path(__file__).resolve().parents[1] / "transfer" / "knn.py")
     assert cli.run("knn", ["--ckpt", sources["ours"], "--output-dir", str(tmp_path), "--name", "one", "--local",

@@ -23,8 +23,8 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory, demo_imagenet: Path) -> Path:
-    return mini_imagenet(demo_imagenet, tmp_path_factory.mktemp("gpu_scale") / "imagenet", train=3, val=1)
+def root(tmp_path_factory: pytest.TempPathFactory, tiny_demo_imagenet: Path) -> Path:
+    return mini_imagenet(tiny_demo_imagenet, tmp_path_factory.mktemp("gpu_scale") / "imagenet", train=3, val=1)
 
 
 def _batches(dataset, decode: str, recipe, epoch: int) -> list[torch.Tensor]:

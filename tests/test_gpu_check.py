@@ -40,7 +40,7 @@ def test_unknown_section_is_one_line(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_dry_run_writes_every_section(tmp_path: Path, demo_teacher: Path) -> None:
+def test_dry_run_writes_every_section(tmp_path: Path, full_demo_teacher: Path) -> None:
     res = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path), "--dry-run"],
                          capture_output=True, text=True, timeout=1500, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -16,7 +16,7 @@ FAKE = "fake_transfer"  # registers the stand-in task "probe"
 pytestmark = pytest.mark.slow
 
 
-def test_same_command_runs_here_without_sbatch(tmp_path: Path, demo_teacher: Path) -> None:
+def test_same_command_runs_here_without_sbatch(tmp_path: Path, full_demo_teacher: Path) -> None:
     # no sbatch; the stand-in tasks' module on the path
     env = {**os.environ, "PATH": str(Path(sys.executable).parent),
            "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}

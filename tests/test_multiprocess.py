@@ -73,12 +73,12 @@ def test_ranks_together_take_the_one_process_batch() -> None:
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory: pytest.TempPathFactory, demo_imagenet: Path) -> Path:
-    return mini_imagenet(demo_imagenet, tmp_path_factory.mktemp("mp") / "imagenet", train=8, val=1)
+def mini(tmp_path_factory: pytest.TempPathFactory, full_demo_imagenet: Path) -> Path:
+    return mini_imagenet(full_demo_imagenet, tmp_path_factory.mktemp("mp") / "imagenet", train=8, val=1)
 
 
 @pytest.fixture(scope="module")
-def one_process(tmp_path_factory: pytest.TempPathFactory, mini: Path, demo_teacher: Path) -> list[dict]:
+def one_process(tmp_path_factory: pytest.TempPathFactory, mini: Path, full_demo_teacher: Path) -> list[dict]:
     from maskalign.engine.pretrain import train
 
     out = tmp_path_factory.mktemp("one")

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory: pytest.TempPathFactory, demo_teacher: Path) -> Path:
+def mini(tmp_path_factory: pytest.TempPathFactory, full_demo_teacher: Path) -> Path:
     from maskalign.data.demo_world import ensure_imagenet
 
     return mini_imagenet(ensure_imagenet(), tmp_path_factory.mktemp("mps") / "imagenet", train=8, val=1)

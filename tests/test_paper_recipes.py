@@ -30,8 +30,8 @@ SHORT = ("data.num_workers=0", "optim.total_batch_size=2", "optim.epochs=1", "ru
 
 
 @pytest.fixture(scope="module")
-def mini(tmp_path_factory: pytest.TempPathFactory, demo_imagenet: Path) -> Path:
-    return mini_imagenet(demo_imagenet, tmp_path_factory.mktemp("recipes") / "imagenet", train=1, val=1)
+def mini(tmp_path_factory: pytest.TempPathFactory, full_demo_imagenet: Path) -> Path:
+    return mini_imagenet(full_demo_imagenet, tmp_path_factory.mktemp("recipes") / "imagenet", train=1, val=1)
 
 
 def _pretrain(out: Path, config: str, mini: Path, *extra: str) -> tuple[Path, dict]:

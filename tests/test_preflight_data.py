@@ -24,7 +24,7 @@ def _with_empty_class(tmp_path: Path) -> tuple[Path, Path]:
     return root, empty
 
 
-def test_empty_class_folder_is_one_line(tmp_path: Path, demo_imagenet: Path) -> None:
+def test_empty_class_folder_is_one_line(tmp_path: Path, tiny_demo_imagenet: Path) -> None:
     root, empty = _with_empty_class(tmp_path)
     with pytest.raises(DataError) as e:
         image_folder(root, "train")
@@ -34,7 +34,7 @@ def test_empty_class_folder_is_one_line(tmp_path: Path, demo_imagenet: Path) -> 
         SafeImageFolder(root / "train")
 
 
-def test_empty_class_folder_in_a_pretraining_job(tmp_path: Path, demo_teacher: Path) -> None:
+def test_empty_class_folder_in_a_pretraining_job(tmp_path: Path, tiny_demo_world: Path) -> None:
     root, empty = _with_empty_class(tmp_path)
     res = subprocess.run([sys.executable, SUBMIT, "--local", *tiny_run_args(root, tmp_path / "out", "r")],
                          capture_output=True, text=True, timeout=600, cwd=REPO)

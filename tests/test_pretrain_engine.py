@@ -18,24 +18,25 @@ def _losses(out: Path) -> list[float]:
     return [json.loads(ln)["loss"] for ln in (out / "log.jsonl").read_text().splitlines() if ln.strip()]
 
 
-def test_short_pretraining_lowers_alignment_loss(pretrained_demo: Path) -> None:
-    losses = _losses(pretrained_demo.parent)
-    assert len(losses) == int(pretrain_cfg(pretrained_demo.parent).optim.epochs)  # the default run, one line per epoch
+def test_short_pretraining_lowers_alignment_loss(full_demo_encoder: Path) -> None:
+    losses = _losses(full_demo_encoder.parent)
+    # the default run, one line per epoch
+    assert len(losses) == int(pretrain_cfg(full_demo_encoder.parent).optim.epochs)
     assert losses[-1] < 0.8 * losses[0], losses
 
 
-def test_outputs_of_a_run(pretrained_demo: Path) -> None:
-    out = pretrained_demo.parent
+def test_outputs_of_a_run(full_demo_encoder: Path) -> None:
+    out = full_demo_encoder.parent
     for name in ("checkpoint.pth", "encoder.pth", "encoder.json", "pretrain_model.pth", "log.jsonl",
                  "config.yaml", "record.json"):
         assert (out / name).is_file(), name
     ckpt = load_file(out / "checkpoint.pth")
     assert not any(k.startswith("teacher.") for k in ckpt["model"]), "the frozen teacher must not be saved"
     assert {"model", "optimizer", "epoch", "step", "config", "rng", "meta"} <= set(ckpt)
-    enc = torch.load(pretrained_demo, weights_only=True)
+    enc = torch.load(full_demo_encoder, weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in enc.values())
     assert not any(k.startswith(("da.", "teacher.", "decoder")) for k in enc)
-    state, meta = load_encoder_state(pretrained_demo)
+    state, meta = load_encoder_state(full_demo_encoder)
     model = build_timm_vit(meta["arch"], state)  # strict on encoder keys
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, meta["arch"]["embed_dim"])
     record = json.loads((out / "record.json").read_text())
@@ -46,7 +47,7 @@ def test_outputs_of_a_run(pretrained_demo: Path) -> None:
     assert "da.weight" in full and "encoder.cls_token" in full
 
 
-def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, demo_teacher: Path) -> None:
+def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, full_demo_teacher: Path) -> None:
     from maskalign.engine.pretrain import train
 
     common = ("optim.warmup_epochs=1", "data.num_workers=2", "runtime.max_steps=null")

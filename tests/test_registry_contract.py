@@ -152,7 +152,7 @@ def test_every_registered_teacher_backend_keeps_the_contract(backend: str, teach
         return
     assert backend in TEACHER_CASES, f"teacher backend {backend!r}: add a tiny offline case to TEACHER_CASES"
     if backend == "demo":
-        request.getfixturevalue("demo_teacher")  # the cached demo world's teacher
+        request.getfixturevalue("tiny_demo_world")  # the tiny world's teacher has the demo teacher's shape
     cfg = _teacher_cfg(backend, teacher_ckpt, tmp_path)
     _, img, reference = TEACHER_CASES[backend]
     teacher = build_teacher(cfg, img)

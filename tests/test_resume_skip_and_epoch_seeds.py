@@ -25,9 +25,9 @@ CONFIGS = config_dir("pretrain")
 
 
 @pytest.fixture(scope="module")
-def tiny_imagenet(tmp_path_factory: pytest.TempPathFactory, demo_imagenet: Path) -> Path:
+def tiny_imagenet(tmp_path_factory: pytest.TempPathFactory, tiny_demo_imagenet: Path) -> Path:
     root = tmp_path_factory.mktemp("resume_imagenet")
-    for cls in sorted(p for p in (demo_imagenet / "train").iterdir() if p.is_dir())[:2]:
+    for cls in sorted(p for p in (tiny_demo_imagenet / "train").iterdir() if p.is_dir())[:2]:
         (root / "train" / cls.name).mkdir(parents=True)
         for img in sorted(cls.iterdir())[:8]:
             (root / "train" / cls.name / img.name).symlink_to(img)

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory, demo_teacher: Path) -> Path:
+def data(tmp_path_factory: pytest.TempPathFactory, full_demo_teacher: Path) -> Path:
     return tiny_imagenet(tmp_path_factory.mktemp("tiny_imagenet"))
 
 
@@ -195,9 +195,9 @@ def test_finetune_on_a_read_only_or_full_folder_is_one_line(straight: Path, tmp_
         umount(small)
 
 
-def test_same_losses_with_and_without_a_cached_teacher(data: Path, tmp_path: Path,
+def test_same_losses_with_and_without_a_cached_teacher(data: Path, tmp_path: Path, tiny_demo_imagenet: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """A fresh demo world trains its teacher (a tiny setting here) in the run's own process; the
+    """A fresh demo world trains its teacher (the tiny world's size here) in the run's own process; the
     student's losses must equal those of the next run, which finds the teacher cached."""
     from conftest import pretrain_cfg
 
@@ -205,14 +205,15 @@ def test_same_losses_with_and_without_a_cached_teacher(data: Path, tmp_path: Pat
     from maskalign.teachers import demo_teacher
 
     world = tmp_path / "world"
-    shutil.copytree(Path(os.environ["MASKALIGN_DEMO_ROOT"]) / "imagenet", world / "imagenet")
+    shutil.copytree(tiny_demo_imagenet, world / "imagenet")
     monkeypatch.setenv("MASKALIGN_DEMO_ROOT", str(world))
+    monkeypatch.setenv("MASKALIGN_DEMO_SIZE", "tiny")
     original = demo_teacher.train_demo_teacher
     trained = []
 
-    def tiny_teacher(imagenet: Path, out: Path) -> dict:
+    def tiny_teacher(imagenet: Path, out: Path, **size: int) -> dict:
         trained.append(out)
-        return original(imagenet, out, epochs=1, corpus=128)
+        return original(imagenet, out, **size)
 
     monkeypatch.setattr(demo_teacher, "train_demo_teacher", tiny_teacher)
     overrides = [a for a in tiny_run_args(data, tmp_path, "x", "optim.epochs=1", "data.num_workers=0")

@@ -114,7 +114,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pretrained(root: Path, demo_teacher: Path) -> tuple[Path, str]:
+def pretrained(root: Path, full_demo_teacher: Path) -> tuple[Path, str]:
     """A two-epoch pre-training submitted with pretrain/submit.py; (run folder, job id)."""
     out, ids = submit(*CLUSTER, "optim.epochs=2", *TINY, f"output_dir={root}", "name=live")
     assert len(ids) == 1 and "submitted pretrain:live as SLURM job" in out, out
@@ -159,7 +159,7 @@ def _wait_for_epochs(run: Path, job: str, n: int, restart: int) -> None:
         time.sleep(0.5)
 
 
-def test_preempted_job_requeues_and_resumes_to_the_same_losses(root: Path, demo_teacher: Path) -> None:
+def test_preempted_job_requeues_and_resumes_to_the_same_losses(root: Path, full_demo_teacher: Path) -> None:
     """Interrupted twice: by USR2, the signal SLURM sends before the time limit (submitit checkpoints
     and requeues), then by ``scontrol requeue`` (SIGTERM, then SIGKILL). The losses of every epoch
     equal those of the same config run without interruption."""
@@ -184,7 +184,7 @@ def test_preempted_job_requeues_and_resumes_to_the_same_losses(root: Path, demo_
     assert a == b  # bit-identical on CPU: epoch, loss and step of every epoch
 
 
-def test_pipeline_runs_dependents_after_pretraining(root: Path, demo_teacher: Path) -> None:
+def test_pipeline_runs_dependents_after_pretraining(root: Path, full_demo_teacher: Path) -> None:
     """Pre-training, fine-tuning on its encoder, robustness of the fine-tuned model: three jobs that
     SLURM runs one after the other, each held until the one it consumes has succeeded."""
     for s in ("finetune", "robustness"):
@@ -214,7 +214,7 @@ def test_pipeline_runs_dependents_after_pretraining(root: Path, demo_teacher: Pa
     assert {rows[(k, "pipe")]["state"] for k in ("pretrain", "finetune", "robustness")} == {"done"}
 
 
-def test_failed_pretraining_cancels_its_dependents(root: Path, demo_teacher: Path) -> None:
+def test_failed_pretraining_cancels_its_dependents(root: Path, full_demo_teacher: Path) -> None:
     # A batch that does not divide over the job's processes: only found inside the job (a missing
     # data root is refused before sbatch, see test_slurm_live_runfolder.py).
     out, ids = submit(*CLUSTER, "optim.epochs=1", *TINY, "optim.total_batch_size=63", "optim.accum_iter=2",
@@ -229,7 +229,7 @@ def test_failed_pretraining_cancels_its_dependents(root: Path, demo_teacher: Pat
     assert rows[("probe", "broken")]["state"] == "cancelled"
 
 
-def test_sweep_runs_as_a_job_array_with_one_folder_per_run(root: Path, demo_teacher: Path) -> None:
+def test_sweep_runs_as_a_job_array_with_one_folder_per_run(root: Path, full_demo_teacher: Path) -> None:
     sweep = root / "tiny_sweep.yaml"
     sweep.write_text("base: default\nruns:\n"
                      "  - {name: sw-a, overrides: [mask.ratio=0.5]}\n"
@@ -248,7 +248,7 @@ def test_sweep_runs_as_a_job_array_with_one_folder_per_run(root: Path, demo_teac
     assert (root / "pretrain" / "sw-c" / "config.yaml").read_text().count("type: random") == 1
 
 
-def test_two_processes_on_one_node_train_as_one_ddp_job(root: Path, demo_teacher: Path) -> None:
+def test_two_processes_on_one_node_train_as_one_ddp_job(root: Path, full_demo_teacher: Path) -> None:
     """World size, rank and master come from SLURM's environment; gloo without GPUs."""
     _, ids = submit(*CLUSTER, "--tasks-per-node", "2", "optim.epochs=1", "runtime.max_steps=3", *TINY,
                       f"output_dir={root}", "name=ddp")

@@ -29,7 +29,7 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory, demo_teacher: Path) -> Path:
+def data(tmp_path_factory: pytest.TempPathFactory, full_demo_teacher: Path) -> Path:
     return tiny_imagenet(tmp_path_factory.mktemp("tiny_imagenet"), per_class=8)
 
 

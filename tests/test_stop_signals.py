@@ -125,7 +125,7 @@ def test_stuck_demo_world_worker_cannot_hold_a_stopped_job(tmp_path: Path) -> No
 # ----- whole pre-training jobs (seconds each on the tiny data set) -----
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory, demo_teacher: Path) -> Path:
+def data(tmp_path_factory: pytest.TempPathFactory, full_demo_teacher: Path) -> Path:
     return tiny_imagenet(tmp_path_factory.mktemp("tiny_imagenet"))
 
 

@@ -125,15 +125,15 @@ def test_detectron2_writer_writes_into_the_run_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_demo_run_writes_its_scalars_and_W(tmp_path: Path, demo_teacher: Path,
-                                                  demo_imagenet: Path) -> None:
+def test_default_demo_run_writes_its_scalars_and_W(tmp_path: Path, full_demo_teacher: Path,
+                                                  full_demo_imagenet: Path) -> None:
     """The first run of the README at tiny length: the event file holds per-iteration scalars whose
     lr follows the warm-up formula, epoch scalars equal to log.jsonl's, and W as an image."""
     from maskalign.engine.pretrain import train
 
     cfg = pretrain_cfg(tmp_path, "name=tb", "data.num_workers=0", "optim.epochs=2", "runtime.max_steps=4",
                        "runtime.log_every=2", "logging.image_every=1")
-    iters = sum(1 for _ in (demo_imagenet / "train").rglob("*.*")) // int(cfg.optim.total_batch_size)
+    iters = sum(1 for _ in (full_demo_imagenet / "train").rglob("*.*")) // int(cfg.optim.total_batch_size)
     train(cfg)
     run = tmp_path / "pretrain" / "tb"
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
@@ -158,7 +158,7 @@ def test_default_demo_run_writes_its_scalars_and_W(tmp_path: Path, demo_teacher:
 
 
 @pytest.mark.slow
-def test_classification_job_writes_tensorboard(tmp_path: Path, demo_imagenet: Path) -> None:
+def test_classification_job_writes_tensorboard(tmp_path: Path, full_demo_imagenet: Path) -> None:
     from maskalign.checkpoint import export_encoder
     from maskalign.config import config_dir, load_config
     from maskalign.transfer.classifier import build_classifier
@@ -167,7 +167,7 @@ def test_classification_job_writes_tensorboard(tmp_path: Path, demo_imagenet: Pa
     model = build_classifier(TINY_ARCH, 0, kind="finetune", global_pool="token")
     enc = export_encoder(tmp_path / "enc", {k: v for k, v in model.state_dict().items() if not k.startswith("head")},
                          {"arch": TINY_ARCH, "method": "mae", "run": "tiny", "pt_epochs": 1})
-    root = mini_imagenet(demo_imagenet, tmp_path / "mini", train=4, val=2)
+    root = mini_imagenet(full_demo_imagenet, tmp_path / "mini", train=4, val=2)
     cfg = load_config(None, [f"output_dir={tmp_path}", f"data.root={root}", "name=tb", "data.num_workers=0",
                              "optim.total_batch_size=8", "optim.epochs=1"],
                       config_dir("finetune"))

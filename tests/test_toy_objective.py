@@ -85,7 +85,7 @@ def test_toy_keeps_the_contract_and_checks_its_own_keys(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_toy_trains_in_the_engine_and_lands_in_table_1(tmp_path: Path, demo_imagenet: Path) -> None:
+def test_toy_trains_in_the_engine_and_lands_in_table_1(tmp_path: Path, full_demo_imagenet: Path) -> None:
     from maskalign.engine.pretrain import train
     from maskalign.results.render_all import make_tables
 
@@ -99,11 +99,11 @@ def test_toy_trains_in_the_engine_and_lands_in_table_1(tmp_path: Path, demo_imag
     # the engine called the toy's declared hooks: its transform for each image, its step hook
     # with the run's progress at the data iteration of each step (0 and 1 of len(train) // 8),
     # the index LUT's official EMA schedule uses
-    n_train = sum(1 for p in (demo_imagenet / "train").rglob("*.JPEG"))
+    n_train = sum(1 for p in (full_demo_imagenet / "train").rglob("*.JPEG"))
     assert ToyLinear.transform_calls >= 16
     assert ToyLinear.progress == pytest.approx([0 / (n_train // 8), 1 / (n_train // 8)])
 
-    mini = mini_imagenet(demo_imagenet, tmp_path / "mini" / "imagenet")
+    mini = mini_imagenet(full_demo_imagenet, tmp_path / "mini" / "imagenet")
     ft = load_config(None, [f"output_dir={out}", f"data.root={mini}", "name=toy-ft", "data.num_workers=0",
                             "optim.epochs=1", "runtime.max_steps=2", "optim.total_batch_size=8",
                             "model.drop_path=0.0"], config_dir("finetune"))

@@ -32,10 +32,10 @@ def make_classifier_ckpt(path: Path, arch: dict = TINY_ARCH, seed: int = 0) -> P
     return path
 
 
-def mini_imagenet(demo_imagenet: Path, dest: Path, train: int = 8, val: int = 4) -> Path:
+def mini_imagenet(full_demo_imagenet: Path, dest: Path, train: int = 8, val: int = 4) -> Path:
     """A real-layout ImageNet folder of a few demo images per class (symlinks), for fast loops."""
     for split, n in (("train", train), ("val", val)):
-        for cls in sorted(p for p in (demo_imagenet / split).iterdir() if p.is_dir()):
+        for cls in sorted(p for p in (full_demo_imagenet / split).iterdir() if p.is_dir()):
             folder = dest / split / cls.name
             folder.mkdir(parents=True, exist_ok=True)
             for img in sorted(cls.iterdir())[:n]:

@@ -146,21 +146,28 @@ def load_demo_teacher(path: str | Path, input_size: int | None = None, label: st
 
 
 def ensure_demo_teacher(demo_root: Path | None = None) -> Path:
-    """Train the demo teacher once (under a file lock) and return its ``encoder.pth``."""
+    """Train the demo teacher once (under a file lock) and return its ``encoder.pth``.
+
+    Its epochs and corpus follow the demo-world size (:mod:`maskalign.data.demo_world.sizes`): a
+    tiny world's teacher has the full one's shape, trained in seconds, and is never taken for it.
+    """
     from maskalign.data.demo_world import ensure_imagenet
+    from maskalign.data.demo_world.sizes import sizes_of
 
     imagenet = ensure_imagenet(demo_root)
+    size = sizes_of("teacher")
+    want = {"version": VERSION, "epochs": size["epochs"], "corpus_images": size["corpus"]}
     out = imagenet.parent / "teacher"
     enc = out / "encoder.pth"
     out.mkdir(parents=True, exist_ok=True)
     with open(out / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         side = out / "encoder.json"
-        if enc.is_file() and side.is_file() and json.loads(side.read_text()).get("version") == VERSION:
+        if enc.is_file() and side.is_file() and want.items() <= json.loads(side.read_text()).items():
             return enc
         t0 = time.time()
         print(f"[demo] training the demo teacher (once; cached in {out})", flush=True)
-        meta = train_demo_teacher(imagenet, out)
+        meta = train_demo_teacher(imagenet, out, epochs=size["epochs"], corpus=size["corpus"])
         print(f"[demo] demo teacher: top-1 {meta['val_top1']:.1f}% on the demo val split "
               f"in {time.time() - t0:.0f}s", flush=True)
     return enc

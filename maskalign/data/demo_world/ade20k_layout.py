@@ -24,6 +24,7 @@ import numpy as np
 from ._build import DemoWorldSpec, ensure_layout, parallel_map, save_jpeg, save_label_png
 from .scene import image_rng, render_scene
 from .shapes import CLASS_NAMES
+from .sizes import sizes_of
 
 SPLITS = (("train", "training"), ("val", "validation"))
 # More objects than the COCO copy: scene parsing labels every pixel, so denser scenes teach more.
@@ -71,10 +72,10 @@ def ensure_ade20k(
     root: str | os.PathLike | None = None,
     *,
     image_size: int = 128,
-    train_images: int = 200,
-    val_images: int = 50,
+    train_images: int | None = None,
+    val_images: int | None = None,
     seed: int = 0,
 ) -> Path:
     """Make sure ``<root>/ADEChallengeData2016`` holds this copy (module docstring); return it."""
-    counts = (("train_images", train_images), ("val_images", val_images))
+    counts = tuple(sizes_of("ade20k", train_images=train_images, val_images=val_images).items())
     return ensure_layout(root, "ADEChallengeData2016", "ade20k", image_size, seed, counts, _build_ade20k)

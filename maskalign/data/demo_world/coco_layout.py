@@ -25,6 +25,7 @@ from ._build import GENERATOR_VERSION, DemoWorldSpec, ensure_layout, parallel_ma
 from .polygons import mask_bbox, mask_to_polygons
 from .scene import image_rng, render_scene
 from .shapes import CLASSES
+from .sizes import sizes_of
 
 SPLITS = (("train", "train2017", 0), ("val", "val2017", 10**8))
 MAX_OBJECTS = 4
@@ -87,10 +88,10 @@ def ensure_coco(
     root: str | os.PathLike | None = None,
     *,
     image_size: int = 128,
-    train_images: int = 200,
-    val_images: int = 50,
+    train_images: int | None = None,
+    val_images: int | None = None,
     seed: int = 0,
 ) -> Path:
     """Make sure ``<root>/coco`` holds this copy (see the module docstring); return that path."""
-    counts = (("train_images", train_images), ("val_images", val_images))
+    counts = tuple(sizes_of("coco", train_images=train_images, val_images=val_images).items())
     return ensure_layout(root, "coco", "coco", image_size, seed, counts, _build_coco)

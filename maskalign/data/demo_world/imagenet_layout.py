@@ -20,6 +20,7 @@ from typing import Any
 from ._build import DemoWorldSpec, ensure_layout, parallel_map, save_jpeg
 from .scene import image_rng, render_classification_image
 from .shapes import CLASSES
+from .sizes import sizes_of
 
 
 def _render_to_file(task: tuple[int, str, int, int, int, str, dict[str, Any]]) -> None:
@@ -84,10 +85,13 @@ def ensure_imagenet(
     root: str | os.PathLike | None = None,
     *,
     image_size: int = 64,
-    train_per_class: int = 120,
-    val_per_class: int = 30,
+    train_per_class: int | None = None,
+    val_per_class: int | None = None,
     seed: int = 0,
 ) -> Path:
-    """Make sure ``<root>/imagenet`` holds this copy (see the module docstring); return that path."""
-    counts = (("train_per_class", train_per_class), ("val_per_class", val_per_class))
+    """Make sure ``<root>/imagenet`` holds this copy (see the module docstring); return that path.
+
+    Counts not given come from the demo-world size (:mod:`.sizes`: 120 + 30 per class in full).
+    """
+    counts = tuple(sizes_of("imagenet", train_per_class=train_per_class, val_per_class=val_per_class).items())
     return ensure_layout(root, "imagenet", "imagenet", image_size, seed, counts, _build_imagenet)
