@@ -14,12 +14,13 @@ submits the same ``TaskJob`` objects.
 """
 
 from maskalign.tasks.context import RunContext
+from maskalign.tasks.identity import default_run_name, source_name
 from maskalign.tasks.job import TaskJob, job_for, upstream_checkpoint
 from maskalign.tasks.registry import PRETRAIN, Task, get_task, register_task, registered_tasks
-from maskalign.tasks.spec import JobSpec, default_run_name, run_folder, source_run_of
+from maskalign.tasks.spec import JobSpec, run_folder
 
 __all__ = [
     "PRETRAIN", "JobSpec", "RunContext", "Task", "TaskJob", "default_run_name", "get_task", "job_for",
     "register_task",
-    "registered_tasks", "run_folder", "source_run_of", "upstream_checkpoint",
+    "registered_tasks", "run_folder", "source_name", "upstream_checkpoint",
 ]

@@ -27,7 +27,6 @@ from maskalign.records import Record, checkpoint_ref, now_iso, write_record
 if TYPE_CHECKING:
     from maskalign.distributed import DistInfo
     from maskalign.runfolder.lock import RunLock
-    from maskalign.tasks.registry import Task
     from maskalign.tasks.spec import JobSpec
     from maskalign.transfer.source import PretrainedEncoder
 
@@ -39,7 +38,8 @@ SCRATCH_META = {"method": "scratch", "supervision": "none", "pt_epochs": 0, "for
 class RunContext:
     """One job of one task: its spec, run folder, config, process group, source and record."""
 
-    def __init__(self, task: Task, spec: JobSpec, dist: DistInfo | None = None) -> None:
+    def __init__(self, task: Any, spec: JobSpec, dist: DistInfo | None = None) -> None:
+        """``task``: the registered :class:`~maskalign.tasks.registry.Task` whose run this is."""
         self.task, self.spec = task, spec
         self._dist = dist
         self._source: PretrainedEncoder | None = None

@@ -25,6 +25,7 @@ from typing import Any
 from maskalign.atomic import atomic_write_text
 from maskalign.errors import RunFolderError
 from maskalign.records import RECORD_FILENAME, file_sha256
+from maskalign.tasks.spec import run_folder
 
 IDENTITY_FILENAME = "identity.json"
 #: Config keys that may differ between starts of the same run (where it writes, how it runs).
@@ -218,8 +219,6 @@ def unique_run_name(output_root: str | Path, task: str, source: str, config: str
                     default_config: str, identity: dict[str, Any]) -> str:
     """:func:`default_run_name` of ``source``; when that folder holds another file, the source name
     gets the file's short sha256 (``stem-1a2b3c4d-default``), so two files never share a run."""
-    from maskalign.tasks.spec import run_folder
-
     name = default_run_name(source, config, default_config)
     old = stored_identity(run_folder(output_root, task, name))
     if old is None or same_source(old.get("source") or {}, identity) or not identity.get("sha256"):

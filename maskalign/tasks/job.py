@@ -116,7 +116,8 @@ def job_for(task: str, *, ckpt: str | Path | None = None, overrides: tuple[str, 
     code that runs jobs without a command line (tests, benchmarks, notebooks): ``job_for(...)()``.
     ``output_dir=``/``name=`` among the overrides are ``output_root``/``run``, as on the command line."""
     from maskalign.config import default_output_root
-    from maskalign.tasks.spec import default_run_name, pull_run_overrides
+    from maskalign.tasks.identity import default_run_name
+    from maskalign.tasks.spec import pull_run_overrides
 
     t = get_task(task)
     root_alias, name_alias, rest = pull_run_overrides(overrides)

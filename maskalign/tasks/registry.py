@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from maskalign.errors import ConfigError
 from maskalign.plugins import TASKS, load_plugins
-from maskalign.tasks.spec import JobSpec, source_run_of
+from maskalign.tasks.identity import source_name
+from maskalign.tasks.spec import JobSpec
 
 if TYPE_CHECKING:
     from maskalign.tasks.context import RunContext
@@ -84,7 +85,7 @@ class Task:
         from maskalign.transfer.source import load_pretrained
 
         src = load_pretrained(ckpt)
-        return source_run_of(ckpt, src.meta)
+        return source_name(ckpt, src.meta)
 
     def prepare(self, spec: JobSpec) -> JobSpec:
         """Cheap checks of config and data before anything is launched (no checkpoint needed: in a

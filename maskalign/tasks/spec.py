@@ -3,8 +3,8 @@
 A run of task ``T`` named ``R`` under the output root ``O`` writes ``O/T/R/`` (``record.json``
 when done), whatever the task. Unless named, a run is ``<source>-<config>``: the run the
 encoder came from (its checkpoint's ``run``), else the file's stem or the hub name, and the stem
-of the config applied to it (the task's default config when none is given); see
-:mod:`maskalign.tasks.identity` for what makes it unique per source.
+of the config applied to it (the task's default config when none is given): the naming rules and
+what makes a name unique per source are :mod:`maskalign.tasks.identity`'s.
 """
 
 from __future__ import annotations
@@ -17,22 +17,6 @@ from typing import Any
 def run_folder(output_root: str | Path, task: str, run: str) -> Path:
     """``<output_root>/<task>/<run>/``: the folder of one run of one task."""
     return Path(output_root) / task / run
-
-
-def default_run_name(source_run: str, config: str | Path | None, default_config: str) -> str:
-    """``<source run>-<config stem>``, the config being the task's default when none is given; never
-    stacked (see :func:`maskalign.tasks.identity.default_run_name`)."""
-    from maskalign.tasks.identity import default_run_name as name
-
-    return name(source_run, config, default_config)
-
-
-def source_run_of(path: str | Path, meta: dict[str, Any]) -> str:
-    """The readable name of a source: its metadata's ``run``, else the file's stem (see
-    :func:`maskalign.tasks.identity.source_name`); for a hub name the model name, made folder-safe."""
-    from maskalign.tasks.identity import source_name
-
-    return source_name(path, meta)
 
 
 def pull_run_overrides(overrides: list[str] | tuple[str, ...]) -> tuple[str | None, str | None, list[str]]:

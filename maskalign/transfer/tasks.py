@@ -15,8 +15,9 @@ from typing import Any
 from maskalign.config import config_dir, load_config, resolve_config_path, to_plain
 from maskalign.metric_names import Metric
 from maskalign.tasks.context import RunContext
+from maskalign.tasks.identity import source_name
 from maskalign.tasks.registry import Task, register_task
-from maskalign.tasks.spec import JobSpec, source_run_of
+from maskalign.tasks.spec import JobSpec
 
 CLASSIFIER_METRICS = (Metric.TOP1, Metric.TOP5, Metric.BEST_TOP1, Metric.BEST_EPOCH)
 
@@ -102,7 +103,7 @@ class RobustnessTask(YamlConfigTask):
         from maskalign.transfer.classifier import load_classifier
 
         _, info = load_classifier(ckpt)
-        return str(info.get("run") or source_run_of(ckpt, {}))
+        return str(info.get("run") or source_name(ckpt, {}))
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from maskalign.transfer.robustness import run
