@@ -11,7 +11,7 @@ from conftest import pretrain_cfg
 
 from maskalign.checkpoint import CheckpointError
 from maskalign.config import to_plain
-from maskalign.engine.run_folder import open_run
+from maskalign.runfolder.resume import open_run
 
 
 def _cfg(tmp_path: Path, *extra: str):

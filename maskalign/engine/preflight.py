@@ -64,7 +64,7 @@ def check_run_folder(out: Path, cfg: Any) -> None:
 
     if saved.is_file() and latest_checkpoint(out) is not None and not getattr(cfg.runtime, "restart", False):
         from maskalign.config import to_plain
-        from maskalign.engine.run_folder import config_differences
+        from maskalign.runfolder.resume import config_differences
 
         diffs = config_differences(to_plain(OmegaConf.load(saved)), to_plain(cfg))
         if diffs:

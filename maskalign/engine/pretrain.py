@@ -7,7 +7,7 @@ in the epoch. It holds every RNG state, the epoch's running sums and the log ent
 epochs done; each sample's augmentation is seeded by (seed, epoch, index) (``maskalign.data.keyed``), so
 a resumed run reproduces the losses of an uninterrupted one bit for bit on CPU with the same seed.
 The run folder's own rules (one writer, a finished run left alone, no resume under another
-config) are in :mod:`maskalign.engine.run_folder`.
+config) are in :mod:`maskalign.runfolder.resume`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from maskalign.data.decode import pretrain_loader
 from maskalign.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from maskalign.engine.optim import build_adamw, cosine_lr, param_groups, scaled_lr, set_lr
 from maskalign.engine.rng import rng_state, seed_everything, set_rng_state
-from maskalign.engine.run_folder import RunFolder, finished_summary, open_run
 from maskalign.errors import PathError
 from maskalign.labels import backbone_label
 from maskalign.metric_names import Metric
@@ -47,6 +46,7 @@ from maskalign.runfolder.preempt import (
     stop_now,
     stop_requested,
 )
+from maskalign.runfolder.resume import RunFolder, finished_summary, open_run
 from maskalign.runfolder.slurm_env import current_job_id
 from maskalign.tasks.spec import run_folder
 

@@ -4,7 +4,7 @@ Registered as ``pretrain``; it consumes nothing (no ``--ckpt``) and makes the en
 transfer tasks consume. Its recipe is ``maskalign/configs/pretrain/default.yaml`` <- ``--config``
 <- ``key=value`` overrides (``--data DIR`` is ``data.dataset=imagenet data.root=DIR``); the run
 is ``--name``, else the config's ``name``, else the config file's stem. Its run folder has a
-policy of its own, kept by the engine (:mod:`maskalign.engine.run_folder`): a finished run is left
+policy of its own, kept by the engine (:mod:`maskalign.runfolder.resume`): a finished run is left
 untouched, a resume must match the config, ``runtime.restart=true`` sets the old outputs aside.
 Its record describes the encoder it makes (the engine writes it from its own metadata).
 """
