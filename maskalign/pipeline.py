@@ -172,10 +172,10 @@ def plan_pipeline(stages: list[Stage], runs: list[PretrainRun], args: argparse.N
             ns = split_stage_args(args, stage_args.get(stage.name, ""), task)
             try:
                 spec = build_spec(task, ns, None, run=run.name, output_root=run.output_root)
-            except ConfigError:
-                raise
-            except UserError as e:
-                raise ConfigError(f"pipeline: {stage.name}: {e}") from None
+            except UserError as e:  # named for its stage, once
+                if str(e).startswith("pipeline: "):
+                    raise
+                raise type(e)(f"pipeline: {stage.name}: {e}") from None
             plan.append(PlannedStage(stage, run, ns, spec))
     return plan
 

@@ -117,7 +117,8 @@ def test_deit3_table_in_the_dense_jobs_state(tmp_path: Path) -> None:
 
     path, ref = fmts.deit3(tmp_path, img_size=64)
     src = load_pretrained(f"{path}#num_heads=2")
-    cfg = SimpleNamespace(model=SimpleNamespace(backbone=SimpleNamespace(net=SimpleNamespace(img_size=32))))
+    net = SimpleNamespace(img_size=32, window_size=2, window_block_indexes=[])  # every block global
+    cfg = SimpleNamespace(model=SimpleNamespace(backbone=SimpleNamespace(net=net)))
     state = detectron2_state(src, cfg)
     prefix = 0 if ref.no_embed_class else ref.num_prefix_tokens
     expected = _timm_resampled(ref.pos_embed.detach(), 32 // 8, prefix=prefix)  # 8 x 8 -> 4 x 4
