@@ -91,6 +91,16 @@ def periodic_eval_hook(period: int, fn):
     return PeriodicEval()
 
 
+def use_encoder_pixel_stats(cfg: Any, source: PretrainedEncoder, overrides: tuple[str, ...]) -> None:
+    """The detector normalises pixels with the encoder's own mean and std (timm's or open_clip's
+    statistics, this project's ImageNet ones), unless the command line sets them."""
+    from maskalign.transfer.data import encoder_preprocess
+
+    if any(o.startswith(("model.pixel_mean=", "model.pixel_std=")) for o in overrides):
+        return
+    cfg.model.pixel_mean, cfg.model.pixel_std = encoder_preprocess(source.meta).pixel_stats()
+
+
 def prepare(spec: JobSpec, source: PretrainedEncoder) -> tuple[Any, Any, Any, Path]:
     """Steps 1-3 of the module docstring: (cfg, source encoder, data registration, output folder).
 
@@ -105,6 +115,7 @@ def prepare(spec: JobSpec, source: PretrainedEncoder) -> tuple[Any, Any, Any, Pa
     data = datasets.register(src)
     split = "val" if spec.options.get("eval_only") or "train" not in data else "train"
     fit_backbone(cfg, source, str(spec.ckpt))  # detectron2's ViT for plain ViTs, else the timm wrapper
+    use_encoder_pixel_stats(cfg, source, spec.overrides)
     configs.set_num_classes(cfg, len(datasets.categories(src, split)))
     out = spec.folder
     cfg.train.output_dir = str(out)
@@ -185,7 +196,7 @@ def run_job(ctx: RunContext) -> dict[str, Any]:
         "eval_only": eval_only,
         **configs.summary(cfg),
     }
-    ctx.record_config.update(record_cfg)
+    ctx.record_config.update(record_cfg, pixel_mean=list(cfg.model.pixel_mean), pixel_std=list(cfg.model.pixel_std))
 
     if eval_only:
         checkpointer = DetectionCheckpointer(model, str(out))

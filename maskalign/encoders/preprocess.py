@@ -46,6 +46,11 @@ class Preprocess:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": list(self.mean), "std": list(self.std)}
 
+    def pixel_stats(self) -> tuple[list[float], list[float]]:
+        """Mean and std on the 0-255 scale of the dense engines' pixel normalisation (detectron2's
+        ``model.pixel_mean``/``pixel_std``, mmseg's ``data_preprocessor``), in RGB order."""
+        return [255.0 * m for m in self.mean], [255.0 * s for s in self.std]
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocess:
         return cls(tuple(d["mean"]), tuple(d["std"]), str(d.get("interpolation") or "bicubic"),  # type: ignore[arg-type]

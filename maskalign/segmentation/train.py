@@ -269,6 +269,7 @@ def run_job(ctx: RunContext) -> dict[str, Any]:
     from maskalign.segmentation.timm_backbone import fit_backbone  # registers the timm wrapper with mmseg
 
     source = ctx.source = fit_backbone(cfg, source)  # mmseg's ViT for plain ViTs, else the timm wrapper
+    use_encoder_pixel_stats(cfg, source, spec.overrides)
 
     weights = None
     if bool(spec.options.get("eval_only")):
@@ -311,6 +312,20 @@ def run_job(ctx: RunContext) -> dict[str, Any]:
             "checkpoint": str(weights) if weights else None}
 
 
+def use_encoder_pixel_stats(cfg: Any, source: Any, overrides: tuple[str, ...]) -> None:
+    """UperNet normalises pixels with the encoder's own mean and std (RGB, 0-255), unless the command
+    line sets ``model.data_preprocessor.mean``/``std``."""
+    from maskalign.transfer.data import encoder_preprocess
+
+    if any(o.startswith(("model.data_preprocessor.mean=", "model.data_preprocessor.std=")) for o in overrides):
+        return
+    dp = cfg.model.data_preprocessor
+    dp["mean"], dp["std"] = encoder_preprocess(source.meta).pixel_stats()
+    top = cfg.get("data_preprocessor") if hasattr(cfg, "get") else None  # mmseg configs may repeat it
+    if top is not None:
+        top["mean"], top["std"] = dp["mean"], dp["std"]
+
+
 def _previous_record_config(work: Path) -> dict[str, Any] | None:
     from maskalign.records import RECORD_FILENAME, DataError, read_record
 
@@ -330,6 +345,8 @@ def _record_config(cfg: Any, spec: JobSpec, world_size: int, k: int) -> dict[str
         "config": str(config_of(spec)), "overrides": list(spec.overrides),
         "data_root": spec.options["data_root"], "num_classes": k, "eval_only": bool(spec.options.get("eval_only")),
         "crop_size": list(cfg.model.data_preprocessor.get("size") or []),
+        "pixel_mean": list(cfg.model.data_preprocessor.get("mean") or []),
+        "pixel_std": list(cfg.model.data_preprocessor.get("std") or []),
         "backbone": {key: bb.get(key) for key in ("type", "img_size", "patch_size", "embed_dims", "num_layers",
                                                    "num_heads", "out_indices", "drop_path_rate", "init_values")},
         "max_iters": cfg.train_cfg.get("max_iters"), "batch_per_gpu": tl.get("batch_size"),
