@@ -53,11 +53,14 @@ def _reason(err: BaseException) -> str:
     return f"not a readable checkpoint ({first})"
 
 
-def load_weights(path: str | Path, allowed: list | tuple = (), error: type[UserError] = CheckpointError) -> Any:
+def load_weights(path: str | Path, allowed: list | tuple = (), error: type[UserError] = CheckpointError,
+                 mmap: bool = False) -> Any:
     """The file's object (tensors, containers, plain values, and the ``allowed`` classes only).
 
     ``allowed`` are passed to ``torch.serialization.safe_globals`` (classes or ``(callable, name)``
     pairs); ``error`` is the ``UserError`` subclass raised, so callers keep their own error type.
+    ``mmap=True`` maps a zip-format file instead of reading it: the tensors' shapes are there at once
+    and their data is read only where touched (a check of sizes before a gigabyte is read).
     """
     import torch
 
@@ -77,6 +80,8 @@ def load_weights(path: str | Path, allowed: list | tuple = (), error: type[UserE
         raise error(f"{path}: a TorchScript archive (it holds code), refused; {CONVERT_HINT}")
     try:
         with torch.serialization.safe_globals(list(allowed)):
+            if mmap and zipfile.is_zipfile(path):
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 -- torch raises many types for truncated or foreign files
         reason = _reason(e)

@@ -49,7 +49,29 @@ class CocoTask(Task):
         data = spec.options.get("data")
         if data not in (None, datasets.DEMO):
             datasets.resolve_source(data)
-        return spec.with_(config_path=str(configs.resolve_config_file(spec.config)))
+        path = configs.resolve_config_file(spec.config)
+        if spec.ckpt is not None:
+            self._check_sizes(spec)
+        return spec.with_(config_path=str(path))
+
+    @staticmethod
+    def _check_sizes(spec: JobSpec) -> None:
+        """The config's ViT against the file's sizes, read from its shapes (memory-mapped): a ViT-L
+        under a ViT-B config is refused before the file is read in full."""
+        from maskalign.encoders import peek_arch
+
+        arch = peek_arch(spec.ckpt)
+        if arch is None:  # a hub name: checked when the job loads it
+            return
+        from maskalign.detection._compat import import_detectron2
+
+        import_detectron2()
+        from maskalign.detection import configs
+        from maskalign.detection.timm_backbone import PYRAMID_STRIDE
+
+        cfg = configs.load_config(spec.config, list(spec.overrides))
+        stride = PYRAMID_STRIDE.get(int(arch["patch_size"]), int(arch["patch_size"]))
+        configs.fit_backbone(cfg, {**arch, "patch_size": stride}, source=str(spec.ckpt))
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from maskalign.detection.train import run_job

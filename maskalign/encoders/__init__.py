@@ -13,12 +13,12 @@ from typing import Any
 
 _NAMES = {
     "EncoderSpec": "source_spec", "parse_spec": "source_spec",
-    "LoadedEncoder": "load", "build_model": "load", "load_encoder": "load",
+    "LoadedEncoder": "load", "build_model": "load", "load_encoder": "load", "peek_arch": "load",
     "LoadingReport": "report",
     "encoder_label": "label", "external_label": "label", "is_external": "label",
 }
 __all__ = ["EncoderSpec", "LoadedEncoder", "LoadingReport", "build_model", "encoder_label",
-           "external_label", "is_external", "load_encoder", "parse_spec"]
+           "external_label", "is_external", "load_encoder", "parse_spec", "peek_arch"]
 
 
 def __getattr__(name: str) -> Any:

@@ -64,7 +64,7 @@ def refuse_text(path: Path) -> None:
                        f"weights file (torch.save), timm:<name> or open_clip:<model>/<tag>")
 
 
-def read_checkpoint(path: Path) -> Any:
+def read_checkpoint(path: Path, mmap: bool = False) -> Any:
     """The file's object, tensors and plain values only (:func:`maskalign.safe_load.load_weights`).
 
     MAE-family training files (MaskAlign's official release too) pickle their argparse arguments; a
@@ -73,7 +73,7 @@ def read_checkpoint(path: Path) -> Any:
     """
     if path.is_file():
         refuse_text(path)
-    return load_weights(path, allowed=[argparse.Namespace], error=CheckpointError)
+    return load_weights(path, allowed=[argparse.Namespace], error=CheckpointError, mmap=mmap)
 
 
 def unwrap(obj: Any, source: str, report: LoadingReport) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

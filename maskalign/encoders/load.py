@@ -148,6 +148,27 @@ def _from_timm_hub(spec: EncoderSpec, img_size: int | None) -> LoadedEncoder:
     return loaded
 
 
+def peek_arch(spec: str | Path | EncoderSpec) -> dict[str, Any] | None:
+    """A checkpoint file's ViT sizes (``patch_size``, ``embed_dim``, ``depth``, ``num_heads``,
+    ``mlp_ratio``) from its tensors' shapes alone: the file is memory-mapped, not read, so a job can
+    refuse an encoder of the wrong size before gigabytes are loaded. ``None`` for hub names."""
+    s = parse_spec(spec)
+    if s.kind != "file":
+        return None
+    src, report = str(s.path), LoadingReport()
+    raw, info = convert.unwrap(convert.read_checkpoint(s.path, mmap=True), src, report)
+    family = families.detect(set(raw), src)
+    if family == "clip":  # the activation does not change a size
+        family = "clip_quickgelu"
+    state = convert.to_timm_names(convert.split_dropped(raw, family, report), family, report)
+    if family == "timm_layer_scale":
+        family = families.resolve_layer_scale(state)
+    given = s.options.get("num_heads") or (_file_meta(s.path, info).get("arch") or {}).get("num_heads")
+    _, kwargs, native = families.model_kwargs(family, state, int(given) if given else None, src)
+    return {**{k: kwargs[k] for k in ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")},
+            "img_size": native, "family": family}
+
+
 def load_encoder(spec: str | Path | EncoderSpec, img_size: int | None = None) -> LoadedEncoder:
     """Load ``spec`` (a file, ``timm:<name>`` or ``open_clip:<model>/<tag>``) as its family's timm model.
 

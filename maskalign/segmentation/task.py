@@ -59,10 +59,12 @@ class Ade20kTask(Task):
         config = resolve_config(spec.config or DEFAULT_CONFIG)
         cfg = load_seg_config(config, spec.overrides)
         if spec.ckpt is not None:
+            from maskalign.encoders import peek_arch
             from maskalign.segmentation.fit_demo import DEMO_CONFIGS, fit_demo_config
             from maskalign.transfer.source import load_pretrained
 
-            arch = load_pretrained(spec.ckpt).arch
+            # sizes from the file's shapes (memory-mapped): a wrong encoder is refused before it is read
+            arch = peek_arch(spec.ckpt) or load_pretrained(spec.ckpt).arch
             if config.stem in DEMO_CONFIGS:  # the demo config takes any encoder's arch (or says why not)
                 fit_demo_config(cfg, arch, config.name)
             check_arch(cfg.model.backbone, arch, config.name)
