@@ -30,6 +30,16 @@ CONFIG_ROOT = Path(__file__).resolve().parent / "configs"
 OUTPUT_ENV = "MASKALIGN_OUTPUT"
 
 
+def flat_keys(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested plain config as ``{"optim.blr": 1.5e-4, ...}``: what comparisons of two configs walk."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flat_keys(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def config_dir(kind: str) -> Path:
     """The shipped config folder of a kind of job (``pretrain``, ``finetune``, ``coco`` ...)."""
     return CONFIG_ROOT / kind

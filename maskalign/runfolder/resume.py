@@ -30,7 +30,7 @@ from typing import Any
 
 from maskalign.atomic import atomic_write_text, remove_stale_temps
 from maskalign.checkpoint import CHECKPOINT, CheckpointError, latest_checkpoint, load_file
-from maskalign.config import save_config, to_plain
+from maskalign.config import flat_keys, save_config, to_plain
 from maskalign.records import RECORD_FILENAME, DataError, read_record
 from maskalign.runfolder.history import record_event
 from maskalign.runfolder.lock import RunLock
@@ -47,18 +47,9 @@ OUTPUTS = ("record.json", "log.jsonl", "config.yaml", "checkpoint.pth", "encoder
            "pretrain_model.pth")
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """``(key, old value, new value)`` for every setting that changes the run's results."""
-    a, b = _flat(old), _flat(new)
+    a, b = flat_keys(old), flat_keys(new)
     keys = sorted(set(a) | set(b))
     return [(k, a.get(k), b.get(k)) for k in keys
             if a.get(k) != b.get(k) and not any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS)]

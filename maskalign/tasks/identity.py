@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from maskalign.atomic import atomic_write_text
+from maskalign.config import flat_keys
 from maskalign.errors import RunFolderError
 from maskalign.records import RECORD_FILENAME, file_sha256
 from maskalign.tasks.spec import run_folder
@@ -137,17 +138,8 @@ def config_identity(resolved: dict[str, Any] | None, config: str | None, config_
     return {"config": Path(str(config_path or config or "default")).name, "overrides": kept}
 
 
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    a, b = _flat(old), _flat(new)
+    a, b = flat_keys(old), flat_keys(new)
     return [f"{k}: {a.get(k, '(none)')!r} -> {b.get(k, '(none)')!r}" for k in sorted(set(a) | set(b))
             if a.get(k, "(none)") != b.get(k, "(none)")]
 
