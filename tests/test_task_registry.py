@@ -18,7 +18,7 @@ from maskalign.records import read_record
 from maskalign.results.fmt import parse_cell
 from maskalign.results.render_all import make_tables
 from maskalign.results.tables import Col, Spec
-from maskalign.tasks import PRETRAIN, RunContext, Task, get_task, register_task, registered_tasks
+from maskalign.tasks import RunContext, Task, get_task, register_task, registered_tasks
 from maskalign.transfer import cli
 
 TOY_SCORE = "toy_score"
@@ -84,23 +84,36 @@ def test_the_toy_tasks_bad_input_is_one_line(tmp_path: Path, capsys: pytest.Capt
     assert err == ["error: command line: unexpected argument 'nokey' (overrides are key=value)"]
 
 
-@pytest.mark.parametrize("name", BUILTIN)
-def test_every_builtin_task_keeps_the_contract(name: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", list(registered_tasks()))
+def test_every_registered_task_keeps_the_contract(name: str, tmp_path: Path) -> None:
+    """Whatever is registered when the tests are collected: built-ins, tasks of test files, plug-ins."""
+    from maskalign.engine.task import PretrainTask
+    from maskalign.transfer.tasks import YamlConfigTask
+
     task = get_task(name)
     assert task.name == name and registered_tasks()[name] is task
-    assert task.consumes is None if name == PRETRAIN else (task.consumes in registered_tasks())
+    assert task.consumes is None or task.consumes in registered_tasks()
     assert task.metrics and all(isinstance(m, str) and m for m in task.metrics)
-    assert task.config_dir is not None and task.config_dir.is_dir()
-    suffix = ".yaml" if name in ("pretrain", "finetune", "linprobe", "robustness", "knn", "attentive") else ".py"
-    assert (task.config_dir / f"{Path(task.default_config).stem}{suffix}").is_file()
+    if task.config_dir is not None:
+        suffix = ".yaml" if isinstance(task, (YamlConfigTask, PretrainTask)) else ".py"
+        assert (task.config_dir / f"{Path(task.default_config).stem}{suffix}").is_file()
     # one command line: flags and overrides in any order; --output-dir is the root for every task
     p = cli.get_args_parser(name)
-    ckpt = [] if name == PRETRAIN else ["--ckpt", "c.pth"]
-    a = p.parse_intermixed_args(["a=1", *ckpt, "--output-dir", "/o", "b=2", "--name", "r", "--data", "d", "--local"])
-    b = p.parse_intermixed_args(["--local", "--data", "d", *ckpt, "a=1", "b=2", "--output-dir", "/o", "--name", "r"])
-    assert vars(a) == vars(b) and a.overrides == ["a=1", "b=2"] and a.output_dir == "/o" and a.data == "d"
+    data = ["--data", "d"] if any(a.dest == "data" for a in p._actions) else []
+    ckpt = [] if task.consumes is None else ["--ckpt", "c.pth"]
+    a = p.parse_intermixed_args(["a=1", *ckpt, "--output-dir", "/o", "b=2", "--name", "r", *data, "--local"])
+    b = p.parse_intermixed_args(["--local", *data, *ckpt, "a=1", "b=2", "--output-dir", "/o", "--name", "r"])
+    assert vars(a) == vars(b) and a.overrides == ["a=1", "b=2"] and a.output_dir == "/o"
     assert isinstance(task.options(a), dict)
     assert all(isinstance(s, Spec) for s in task.tables())
+
+
+@pytest.mark.parametrize("name", BUILTIN)
+def test_every_builtin_task_has_its_config_folder_and_takes_data(name: str) -> None:
+    task = get_task(name)
+    assert task.config_dir is not None and task.config_dir.is_dir()
+    assert cli.get_args_parser(name).parse_intermixed_args(
+        [*([] if task.consumes is None else ["--ckpt", "c"]), "--data", "d"]).data == "d"
 
 
 def test_robustness_consumes_finetune_and_registration_is_checked() -> None:
