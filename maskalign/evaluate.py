@@ -29,7 +29,6 @@ from maskalign.errors import UserError
 from maskalign.launch import get_args_parser as launcher_parser
 from maskalign.launch import use_slurm
 from maskalign.pipeline import (
-    ConfigError,
     PlannedStage,
     PretrainRun,
     parse_stage_args,
@@ -120,13 +119,13 @@ def plan(encoders: list[Encoder], protocols: str, args: argparse.Namespace, root
                         if seed is not None:  # one run per seed: its own folder, its own seed
                             ns.overrides = [*ns.overrides, f"seed={seed}"]
                             spec = build_spec(task, ns, enc.spec, run=f"{spec.run}-seed{seed}", output_root=root)
-                        check_identity(spec.folder, identity_of(spec))
+                        check_identity(spec.folder, identity_of(spec, task.rerun_keys))
                     else:  # robustness: the fine-tune's classifier, in a folder named as the fine-tune's
                         spec = build_spec(task, ns, None, run=upstream_run[stage.after], output_root=root)
-                except ConfigError:
-                    raise
-                except UserError as e:
-                    raise ConfigError(f"evaluate: {enc.spec}: {stage.name}: {e}") from None
+                except UserError as e:  # named for its encoder and protocol, once
+                    if str(e).startswith("evaluate: "):
+                        raise
+                    raise type(e)(f"evaluate: {enc.spec}: {stage.name}: {e}") from None
                 upstream_run[stage.name] = spec.run
                 if (spec.folder / RECORD_FILENAME).is_file() and stage.name not in _redo_after(todo, run):
                     done.append(f"{stage.name}/{spec.run}")

@@ -24,16 +24,16 @@ def test_ten_iterations_warm_up_for_two() -> None:
 
 @pytest.mark.slow
 def test_a_ten_iteration_coco_run_reaches_the_full_learning_rate(tmp_path: Path) -> None:
-    from maskalign.detection.train import run_job
-    from maskalign.tasks import JobSpec
+    from maskalign.tasks import JobSpec, TaskJob
 
     make_coco(tmp_path / "world")
     encoder = make_encoder_ckpt(tmp_path / "encoder")
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = run_job(JobSpec(task="coco", ckpt=str(encoder), output_root=str(tmp_path), run="short",
-                                 overrides=(*FAST, "train.max_iter=10"), options={"data": str(tmp_path / "world")}))
+        spec = JobSpec(task="coco", ckpt=str(encoder), output_root=str(tmp_path), run="short",
+                       overrides=(*FAST, "train.max_iter=10"), options={"data": str(tmp_path / "world")})
+        result = TaskJob(spec, "maskalign.detection.task")()
     finally:
         torch.set_num_threads(n)
     assert Path(result["record"]).is_file()

@@ -100,7 +100,7 @@ def test_knn_on_two_processes_equals_one(sources: dict[str, str], full_demo_imag
     torchrun = shutil.which("torchrun")
     cmd = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
     res = subprocess.run([*cmd, "--nproc_per_node", "2", "--master_port", "29631", script, "--ckpt",
-                          sources["ours"], "--output-dir", str(tmp_path), "--name", "two", *args],  # no SLURM: here
+                          sources["ours"], "--output-dir", str(tmp_path), "--name", "two", "--local", *args],
                          capture_output=True, text=True, timeout=600, env=dict(os.environ), check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout + res.stderr

@@ -36,6 +36,9 @@ def fit_demo_config(cfg: Any, arch: dict[str, Any], config_name: str) -> list[st
     bb = cfg.model.backbone
     width, depth = int(arch["embed_dim"]), int(arch["depth"])
     heads, patch, mlp = int(arch["num_heads"]), int(arch["patch_size"]), float(arch.get("mlp_ratio", 4.0))
+    # A /14 encoder (DINOv2) runs under the /16 layout, as under the ViT-B/16 recipe (check_arch): its
+    # stride-14 maps feed the neck as they are and UperNet resizes every level to the first.
+    patch = 16 if patch == 14 else patch
     if (int(bb["embed_dims"]), int(bb["num_layers"]), int(bb["num_heads"]), int(bb["patch_size"])) == (
             width, depth, heads, patch) and float(bb["mlp_ratio"]) == mlp:
         return []
@@ -44,7 +47,7 @@ def fit_demo_config(cfg: Any, arch: dict[str, Any], config_name: str) -> list[st
                            f"from four different blocks")
     if patch not in RESCALES:
         raise ConfigError(f"{config_name}: patch {patch} does not fit the demo's four maps at strides 4/8/16/32 "
-                           f"(patch 8 or 16 do); give a config made for this encoder")
+                           f"(patch 8, 14 or 16 do); give a config made for this encoder")
     bb.update(embed_dims=width, num_layers=depth, num_heads=heads, patch_size=patch,
               mlp_ratio=int(mlp) if mlp.is_integer() else mlp, out_indices=feature_blocks(depth))
     cfg.model.neck.update(embed_dim=width, rescales=RESCALES[patch])

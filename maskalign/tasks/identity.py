@@ -123,17 +123,19 @@ def default_run_name(source: str, config: str | Path | None, default_config: str
 
 
 def config_identity(resolved: dict[str, Any] | None, config: str | None, config_path: str | None,
-                    overrides: tuple[str, ...] | list[str]) -> dict[str, Any]:
-    """The part of a run's config that defines it: the resolved config without :data:`VOLATILE_KEYS`,
-    else (a task whose engine resolves it later) the config file's name and the overrides."""
+                    overrides: tuple[str, ...] | list[str], free: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The part of a run's config that defines it: the resolved config without :data:`VOLATILE_KEYS`
+    and the task's ``free`` sections (:attr:`Task.rerun_keys`), else (a task whose engine resolves it
+    later) the config file's name and the overrides."""
+    volatile = (*VOLATILE_KEYS, *free)
     if resolved is not None:
-        kept = {k: v for k, v in resolved.items() if k not in VOLATILE_KEYS}
+        kept = {k: v for k, v in resolved.items() if k not in volatile}
         if isinstance(kept.get("data"), dict):  # how the data is read, not which data
             kept["data"] = {k: v for k, v in kept["data"].items() if k not in ("num_workers", "decode")}
         if isinstance(kept.get("optim"), dict):
             kept["optim"] = {k: v for k, v in kept["optim"].items() if f"optim.{k}" not in LENGTH_KEYS}
         return kept
-    kept = sorted(o for o in overrides if o.split("=", 1)[0].split(".")[0] not in VOLATILE_KEYS
+    kept = sorted(o for o in overrides if o.split("=", 1)[0].split(".")[0] not in volatile
                   and o.split("=", 1)[0].lstrip("+") not in LENGTH_KEYS)
     return {"config": Path(str(config_path or config or "default")).name, "overrides": kept}
 
@@ -169,10 +171,14 @@ def stored_identity(folder: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def identity_of(spec: Any) -> dict[str, Any]:
-    """The identity of a :class:`~maskalign.tasks.spec.JobSpec` whose checkpoint is known."""
-    return {"task": spec.task, "source": source_identity(spec.ckpt),
-            "config": config_identity(spec.resolved, spec.config, spec.config_path, spec.overrides)}
+def identity_of(spec: Any, free: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The identity of a :class:`~maskalign.tasks.spec.JobSpec` whose checkpoint is known (``free``:
+    its task's :attr:`~maskalign.tasks.registry.Task.rerun_keys`)."""
+    identity = {"task": spec.task, "source": source_identity(spec.ckpt),
+                "config": config_identity(spec.resolved, spec.config, spec.config_path, spec.overrides, free)}
+    if spec.options.get("eval_only"):  # re-evaluating a run's own model: its training settings do not apply
+        identity["eval_only"] = True
+    return identity
 
 
 def check_identity(folder: str | Path, identity: dict[str, Any]) -> None:
@@ -186,7 +192,7 @@ def check_identity(folder: str | Path, identity: dict[str, Any]) -> None:
         raise RunFolderError(
             f"{folder}: run {run} belongs to {describe_source(old.get('source') or {})}, not to "
             f"{describe_source(identity['source'])}; give this encoder its own --name (or leave --name out)")
-    if old.get("legacy") or "config" not in old:
+    if old.get("legacy") or "config" not in old or identity.get("eval_only"):
         return
     changes = config_changes(old["config"], identity["config"])
     if changes:

@@ -90,7 +90,8 @@ class TaskJob(Checkpointable):
         try:
             task.open_folder(ctx)
             if task.consumes is not None:
-                claim(spec.folder, identity_of(spec))  # this folder is this source's and config's, or refused
+                # this folder is this source's and config's, or refused
+                claim(spec.folder, identity_of(spec, task.rerun_keys))
                 ctx.check_record()
             result = dict(task.run(ctx) or {})
             record = spec.folder / RECORD_FILENAME

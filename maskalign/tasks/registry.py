@@ -68,6 +68,9 @@ class Task:
     default_config: ClassVar[str] = "default"
     #: The record metrics it writes (see :mod:`maskalign.metric_names`).
     metrics: ClassVar[tuple[str, ...]] = ()
+    #: Config sections a run may be started again with other values of, in the same folder: they
+    #: change only the last, cheap step (k-NN's k's and temperature over cached features).
+    rerun_keys: ClassVar[tuple[str, ...]] = ()
     ckpt_help: ClassVar[str] = ("pre-trained encoder: this project's encoder.pth/checkpoint.pth, a published file (MAE,"
                                 " CrossMAE, LUT, MaskAlign, DINO, DINOv2, DeiT III, BEiT, OpenAI/open_clip CLIP, any "
                                 "timm ViT; options after '#': act=, num_heads=, mean=, std=), timm:<name>[.tag] or "

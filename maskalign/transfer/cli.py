@@ -102,7 +102,8 @@ def main(task_name: str, args: argparse.Namespace) -> int:
         spec = build_spec(task, args, ckpt, source_run=source_run,
                           source=source_identity(ckpt) if ckpt is not None else None)
         if ckpt is not None:
-            check_identity(spec.folder, identity_of(spec))  # a folder of another encoder or config: refused now
+            # a folder of another encoder or config: refused now
+            check_identity(spec.folder, identity_of(spec, task.rerun_keys))
         args.local_fallback = on_demo_data(spec)  # as pre-training: here when SLURM's controller is silent
         result = launch(TaskJob(spec, task.module), args, spec.folder, f"{task.name}:{spec.run}")
     except (UserError, FloatingPointError) as e:

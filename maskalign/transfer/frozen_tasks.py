@@ -33,6 +33,7 @@ class KnnTask(YamlConfigTask):
     description = "Weighted k-NN (DINO) on a frozen encoder's [CLS] features: k = 10, 20, 100, 200, T = 0.07"
     config_dir = config_dir("knn")
     metrics: ClassVar[tuple[str, ...]] = (Metric.TOP1, Metric.TOP5, *(f"knn{k}_top1" for k in KNN_KS))
+    rerun_keys = ("knn",)  # another k, temperature or chunking reuses the run's cached features
 
     def run(self, ctx: RunContext) -> dict[str, Any]:
         from maskalign.transfer.knn import run
