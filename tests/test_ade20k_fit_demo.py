@@ -37,8 +37,11 @@ def test_demo_config_takes_the_encoders_arch() -> None:
     assert cfg.optim_wrapper.paramwise_cfg.num_layers == 12
     assert feature_blocks(6) == [1, 2, 3, 5]  # the demo config's own choice for its depth-6 encoder
     assert feature_blocks(4) == [0, 1, 2, 3]
-    with pytest.raises(ConfigError, match="patch 14"):
-        fit_demo_config(_demo_cfg(), {**arch, "patch_size": 14}, "demo")
+    with pytest.raises(ConfigError, match="patch 12"):
+        fit_demo_config(_demo_cfg(), {**arch, "patch_size": 12}, "demo")
+    dinov2 = _demo_cfg()  # a /14 encoder takes the /16 layout, as under the ViT-B/16 recipe
+    fit_demo_config(dinov2, {**arch, "patch_size": 14}, "demo")
+    assert dinov2.model.backbone.patch_size == 16 and list(dinov2.model.neck.rescales) == [4, 2, 1, 0.5]
 
 
 def test_a_warm_up_as_long_as_the_run_is_clipped_with_a_note() -> None:

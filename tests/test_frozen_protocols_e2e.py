@@ -99,8 +99,9 @@ def test_knn_on_two_processes_equals_one(sources: dict[str, str], full_demo_imag
                            *args]) == 0
     torchrun = shutil.which("torchrun")
     cmd = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    # no --local: torchrun's ranks run here, with or without SLURM on the machine
     res = subprocess.run([*cmd, "--nproc_per_node", "2", "--master_port", "29631", script, "--ckpt",
-                          sources["ours"], "--output-dir", str(tmp_path), "--name", "two", "--local", *args],
+                          sources["ours"], "--output-dir", str(tmp_path), "--name", "two", *args],
                          capture_output=True, text=True, timeout=600, env=dict(os.environ), check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     out = res.stdout + res.stderr

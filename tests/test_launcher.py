@@ -336,3 +336,20 @@ def test_unreachable_controller_is_one_line_that_names_local(monkeypatch: pytest
         S.partitions()
     msg = str(info.value)
     assert "\n" not in msg and "Unable to contact slurm controller" in msg and "--local" in msg
+
+
+def test_a_rank_of_a_torchrun_world_runs_here_even_beside_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    """``torchrun transfer/x.py`` on a machine with SLURM: each rank is already part of the job, so
+    it must run its part here rather than submit a job of its own."""
+    from runfolder_helpers import fake_slurm
+
+    monkeypatch.setenv("PATH", fake_slurm(tmp_path / "bin", sinfo_rc=0)["PATH"])
+    for var in ("TORCHELASTIC_RUN_ID", "RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert L.use_slurm(parse())  # sbatch answers: a plain command submits
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "r1")
+    assert not L.use_slurm(parse())
+    task = _Task()
+    assert L.launch(task, parse(), tmp_path / "run", "knn:two").results == [{"ok": True}]
+    assert "one rank of a torchrun world: running knn:two on this machine" in capsys.readouterr().out

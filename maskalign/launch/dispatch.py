@@ -21,6 +21,7 @@ from maskalign.launch.runtime import JobTask
 from maskalign.launch.slurm import (
     check_cluster,
     executor,
+    launched_by_torchrun,
     print_config,
     sbatch_script,
     submit,
@@ -172,6 +173,8 @@ def _launch(tasks: list[Any], args: argparse.Namespace, folders: list[Path], nam
 def _local_reason(args: argparse.Namespace) -> str:
     if opt(args, "local", False):
         return "--local given"
+    if launched_by_torchrun():
+        return "one rank of a torchrun world"
     if opt(args, "slurm_silence", None):
         return f"SLURM's tools are on PATH but no controller answers ({args.slurm_silence}); this demo runs here"
     return "no SLURM here (no sbatch on PATH)"

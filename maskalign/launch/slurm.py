@@ -103,9 +103,16 @@ def check_cluster(spec: ClusterSpec) -> None:
                           f"{spec.tasks_per_node} task(s) x --cpus-per-task {spec.cpus_per_task} = {need}")
 
 
+def launched_by_torchrun() -> bool:
+    """Whether this process is one rank of a world torchrun started (its variables are set)."""
+    return bool(os.environ.get("TORCHELASTIC_RUN_ID")) or ("RANK" in os.environ and "WORLD_SIZE" in os.environ
+                                                            and "LOCAL_RANK" in os.environ)
+
+
 def use_slurm(args: argparse.Namespace) -> bool:
-    """Whether to submit: SLURM is present and ``--local`` was not given (``--slurm`` insists on it)."""
-    if opt(args, "local", False):
+    """Whether to submit: SLURM is present and ``--local`` was not given (``--slurm`` insists on it).
+    A process of a world torchrun launched runs here: it is already one rank of a job."""
+    if opt(args, "local", False) or launched_by_torchrun():
         return False
     if opt(args, "slurm", False) and not slurm_available():
         raise ConfigError("launcher: --slurm given but there is no sbatch on PATH")
