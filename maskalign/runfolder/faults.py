@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from maskalign.config import ConfigError
+from maskalign.distributed import process_env
 from maskalign.runfolder.preempt import stop_requested
 
 ENV_AT, ENV_ACTION, ENV_READY, ENV_TIMEOUT = ("MASKALIGN_FAULT_AT", "MASKALIGN_FAULT", "MASKALIGN_FAULT_READY",
@@ -72,7 +73,7 @@ def fault_at_start() -> None:
 
 def fault_point(epoch: int, iteration: int) -> None:
     """Called by the training loop at each iteration boundary (``iteration`` done in ``epoch``)."""
-    if os.environ.get(ENV_RANK, "0") != os.environ.get("RANK", "0"):
+    if os.environ.get(ENV_RANK, "0") != str(process_env().rank):
         return
     for e, i, action in _points():
         if (e, i) == (epoch, iteration) and action != "nan":

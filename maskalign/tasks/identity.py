@@ -17,13 +17,13 @@ the first eight hex digits of the file's sha256 (:func:`unique_run_name`).
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 from maskalign.atomic import atomic_write_text
 from maskalign.config import flat_keys
+from maskalign.distributed import process_env
 from maskalign.errors import RunFolderError
 from maskalign.records import RECORD_FILENAME, file_sha256
 from maskalign.tasks.spec import run_folder
@@ -204,7 +204,7 @@ def check_identity(folder: str | Path, identity: dict[str, Any]) -> None:
 def claim(folder: str | Path, identity: dict[str, Any]) -> None:
     """Check ``folder`` against ``identity``, then store it there (rank 0; atomically) for later starts."""
     check_identity(folder, identity)
-    if int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) or 0) != 0:
+    if process_env().rank != 0:
         return
     folder = Path(folder)
     path = folder / IDENTITY_FILENAME
