@@ -7,7 +7,9 @@
   world's, so a test slicing a few images per class sees the same pixels in either.
 * The **full** world (``full_demo_*``, under ``output/test_demo_world`` or wherever
   ``MASKALIGN_DEMO_ROOT`` points) is the one a user's first run builds, with the teacher it trains
-  (about a minute). Only slow tests use it: those checking that pre-training under it helps.
+  (CPU-minutes). Only slow tests use it: those checking that pre-training under it helps. Its
+  teacher and encoder are built once per session, in the background while the quick tests run
+  (``tests/session_builds.py``), and shared by pytest-xdist's workers.
 
 The full world is the session's default (``MASKALIGN_DEMO_ROOT``), inherited by every subprocess; a
 test that runs code reading the default world (the ``demo`` teacher backend, ``data.dataset=demo``,
@@ -22,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import session_builds
+from session_builds import pretrain_cfg  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parents[1]
 # One intra-op thread for this process and every one it starts (unless the caller chose): the
@@ -32,6 +36,59 @@ os.environ.setdefault("MASKALIGN_DEMO_ROOT", str(REPO / "output" / "test_demo_wo
 # The session's default world is the full one, whatever the calling shell chose.
 os.environ.pop("MASKALIGN_DEMO_SIZE", None)
 TINY_ROOT = REPO / "output" / "test_tiny_world"
+
+
+def _needs(item: pytest.Item) -> int:
+    """0 quick, 1 slow (or reads the full world's images), 2 the full teacher, 3 the full encoder."""
+    names = set(getattr(item, "fixturenames", ()))
+    if "full_demo_encoder" in names:
+        return 3
+    if "full_demo_teacher" in names:
+        return 2
+    return 1 if item.get_closest_marker("slow") or "full_demo_imagenet" in names else 0
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups into the test ids
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Order the files by what they stand on, and keep each file's tests on one xdist worker.
+
+    Under pytest-xdist (``-n 2``; ``--dist loadgroup`` is the default here) a file is one unit of
+    work, so its module fixtures are built once and the live-SLURM tests of a file never queue
+    against each other. Files run quick ones first, the full world's last, so that its teacher and
+    encoder are built in the background (:func:`pytest_collection_finish`) while the rest runs.
+    A test that names its own ``xdist_group`` keeps it.
+    """
+    files: dict[str, int] = {}
+    for item in items:
+        key = item.nodeid.split("::")[0]
+        files[key] = max(files.get(key, 0), _needs(item))
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(key))
+    order = {id(item): i for i, item in enumerate(items)}
+    items.sort(key=lambda it: (files[it.nodeid.split("::")[0]], order[id(it)]))
+
+
+def _shared_base(config: pytest.Config) -> Path:
+    """The folder every process of this session shares: the base temp, or its parent under xdist."""
+    base = config._tmp_path_factory.getbasetemp()  # the tmp_path_factory fixture's, from a hook
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Start building the full world's teacher (and encoder) in the background if a test needs them.
+
+    One process per session does it: the only one without xdist, worker ``gw0`` with it (every
+    worker collects every test). The fixtures below wait on the same locks. The builds stop when
+    the session's first process (xdist's controller, the worker's parent) is gone: done, ``-x``
+    or Ctrl-C; what they wrote is atomic.
+    """
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker not in (None, "gw0") or session.config.option.collectonly:
+        return
+    needs = max((_needs(it) for it in session.items), default=0)
+    builds = ["teacher", "encoder"][: max(needs - 1, 0)]
+    session_builds.start_in_background(_shared_base(session.config), builds,
+                                       session_pid=os.getppid() if worker else os.getpid())
 
 
 @contextmanager
@@ -87,35 +144,24 @@ def full_demo_imagenet() -> Path:
 
 @pytest.fixture(scope="session")
 def full_demo_teacher(full_demo_imagenet: Path) -> Path:
-    """The full world's teacher, trained as a user's first run trains it (once, about a minute)."""
-    from maskalign.teachers.demo_teacher import ensure_demo_teacher
-
-    return ensure_demo_teacher()
-
-
-def pretrain_cfg(output_dir: Path, *overrides: str):
-    from maskalign.config import config_dir, load_config
-
-    return load_config(None, [f"output_dir={output_dir}", *overrides], config_dir("pretrain"))
+    """The full world's teacher, trained as a user's first run trains it (once, minutes of CPU)."""
+    return session_builds.full_teacher()
 
 
 @pytest.fixture(scope="session")
-def full_demo_encoder(tmp_path_factory: pytest.TempPathFactory, full_demo_teacher: Path) -> Path:
-    """The demo MaskAlign encoder of a user's first run (the default recipe on the full world, ~40 s)."""
-    from maskalign.engine.pretrain import train
-
-    out = tmp_path_factory.mktemp("full_demo_encoder")
-    summary = train(pretrain_cfg(out, "name=session", "data.num_workers=0"))
-    return Path(summary["encoder"])
+def full_demo_encoder(request: pytest.FixtureRequest, full_demo_teacher: Path) -> Path:
+    """The demo MaskAlign encoder of a user's first run (the default recipe on the full world)."""
+    return session_builds.full_encoder(_shared_base(request.config))
 
 
 @pytest.fixture(scope="session")
-def tiny_demo_encoder(tmp_path_factory: pytest.TempPathFactory, tiny_demo_teacher: Path) -> Path:
+def tiny_demo_encoder(request: pytest.FixtureRequest, tiny_demo_teacher: Path) -> Path:
     """The default recipe on the tiny world for 2 epochs of one step: a run folder of the real shape."""
     from maskalign.engine.pretrain import train
 
-    out = tmp_path_factory.mktemp("tiny_demo_encoder")
-    with _tiny_env():
-        summary = train(pretrain_cfg(out, "name=session", "data.num_workers=0", "optim.epochs=2",
-                                     "optim.warmup_epochs=1"))
-    return Path(summary["encoder"])
+    def build(out: Path) -> Path:
+        with _tiny_env():
+            return Path(train(pretrain_cfg(out, "name=session", "data.num_workers=0", "optim.epochs=2",
+                                           "optim.warmup_epochs=1"))["encoder"])
+
+    return session_builds.built_once(_shared_base(request.config), "tiny_demo_encoder", build)

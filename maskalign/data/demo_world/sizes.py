@@ -1,6 +1,6 @@
 """How big the demo world is: the full copy a first run uses, or a tiny one built in seconds.
 
-The full world (1,500 ImageNet-layout images, a teacher trained for about a minute) is what shows
+The full world (1,500 ImageNet-layout images, a teacher trained for a few CPU-minutes) is what shows
 that pre-training helps. Quick tests need only the layouts and a teacher of the right shape, so
 ``MASKALIGN_DEMO_SIZE=tiny`` makes every builder that is not given explicit sizes build a few
 images per class and train the teacher for a fraction of the corpus and epochs. Image ``i`` of a
