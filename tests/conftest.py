@@ -83,12 +83,17 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     or Ctrl-C; what they wrote is atomic.
     """
     worker = os.environ.get("PYTEST_XDIST_WORKER")
-    if worker not in (None, "gw0") or session.config.option.collectonly:
+    if session.config.option.collectonly:
         return
-    needs = max((_needs(it) for it in session.items), default=0)
-    builds = ["teacher", "encoder"][: max(needs - 1, 0)]
-    session_builds.start_in_background(_shared_base(session.config), builds,
-                                       session_pid=os.getppid() if worker else os.getpid())
+    builds = ["teacher", "encoder"][: max(max((_needs(it) for it in session.items), default=0) - 1, 0)]
+    if worker in (None, "gw0"):
+        session_builds.start_in_background(_shared_base(session.config), builds,
+                                           session_pid=os.getppid() if worker else os.getpid())
+    if builds and worker:
+        # The builds are the session's critical path (the encoder's tests run last, and only after
+        # them): xdist's workers yield the CPU to them (started above, at the usual priority), so
+        # they take one core and not a third of two.
+        os.nice(5)
 
 
 @contextmanager
