@@ -12,7 +12,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "transfer" / "coco_vitdet.py"
 # A small demo COCO copy: the tests check plumbing and protocol, not accuracy.
-COCO_SIZES = dict(image_size=128, train_images=24, val_images=6, seed=0)
+# 3 val images: evaluating an untrained detector costs ~2 CPU-s an image (100 boxes, each with a mask)
+COCO_SIZES = dict(image_size=128, train_images=24, val_images=3, seed=0)
 # A few CPU iterations of the tiny config at batch 2.
 FAST = ["dataloader.train.total_batch_size=2", "train.log_period=1"]
 

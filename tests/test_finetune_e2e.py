@@ -69,6 +69,7 @@ def test_robustness_of_the_finetuned_classifier(finetuned: dict[str, dict], tmp_
     assert rec.method == "maskalign" and rec.metrics["in_c_mce"] == pytest.approx(m["in_c_mce"])
 
 
+@pytest.mark.xdist_group("finetune_e2e_probe")  # needs no fine-tuned model: free to run beside the rest
 def test_linear_probe_beats_a_random_encoder(full_demo_encoder: Path, tmp_path: Path) -> None:
     """The frozen demo encoder's [CLS] is linearly more informative than a random encoder's."""
     from ade20k_helpers import fabricate_encoder
@@ -103,8 +104,13 @@ def test_demo_runs_fill_a_row_of_every_transfer_table(full_demo_encoder: Path, f
 
     if not detectron2_available() or not mmseg_available()[0]:
         pytest.skip("needs detectron2 and mmsegmentation (bash install.sh)")
+    from conftest import TINY_ROOT
+
     enc, jobs = str(full_demo_encoder), tmp_path / "jobs"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # COCO and ADE20K read the tiny world's copies (same image size, 6 and 12 val images): the tables'
+    # plumbing is tested here, and the full copy's 50 COCO val images cost a minute of mask-head
+    # inference for an untrained detector's 100 boxes each
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASKALIGN_DEMO_ROOT": str(TINY_ROOT), "MASKALIGN_DEMO_SIZE": "tiny"}
 
     def script(name: str, *args: str) -> None:
         proc = subprocess.run([sys.executable, str(REPO / "transfer" / name), "--local", "--ckpt", enc, *args],

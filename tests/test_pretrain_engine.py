@@ -47,10 +47,11 @@ def test_outputs_of_a_run(full_demo_encoder: Path) -> None:
     assert "da.weight" in full and "encoder.cls_token" in full
 
 
-def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, full_demo_teacher: Path) -> None:
+def test_resume_reproduces_an_uninterrupted_run(tmp_path: Path, tiny_demo_world: Path) -> None:
     from maskalign.engine.pretrain import train
 
-    common = ("optim.warmup_epochs=1", "data.num_workers=2", "runtime.max_steps=null")
+    # the tiny world at batch 16: 5 steps an epoch, two DataLoader workers whose RNG must resume too
+    common = ("optim.warmup_epochs=1", "data.num_workers=2", "runtime.max_steps=null", "optim.total_batch_size=16")
     straight = pretrain_cfg(tmp_path / "a", "name=r", "optim.epochs=3", *common)
     train(straight)
     # Stop after two epochs as a preempted job would, then run the same config again.
