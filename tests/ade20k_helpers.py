@@ -40,6 +40,21 @@ def fabricate_encoder(out_dir: Path, img_size: int = 64, patch: int = 8, seed: i
     return export_encoder(out_dir, enc.state_dict(), meta), enc
 
 
+def crop_overrides(px: int) -> list[str]:
+    """mmseg overrides that put an UperNet config's crop, resize and sliding window at ``px``.
+
+    As the ADE20K recipe at 512 relates them: short side ``px`` (long side up to 4x), crop
+    ``px`` x ``px``, test windows of ``px`` at stride ``2 px / 3`` (512 -> 341).
+    """
+    crop, side, stride = f"({px},{px})", px * 4, px * 2 // 3
+    return [f"model.backbone.img_size={crop}", f"model.data_preprocessor.size={crop}",
+            f"model.test_cfg.crop_size={crop}", f"model.test_cfg.stride=({stride},{stride})",
+            f"train_dataloader.dataset.pipeline.2.scale=({side},{px})",
+            f"train_dataloader.dataset.pipeline.3.crop_size={crop}",
+            f"val_dataloader.dataset.pipeline.1.scale=({side},{px})",
+            f"test_dataloader.dataset.pipeline.1.scale=({side},{px})"]
+
+
 def run_cli(*args: str, cwd: Path, timeout: int = 600, threads: int = 1) -> subprocess.CompletedProcess:
     # One torch thread: on a busy 2-core runner, OpenMP threads spin-waiting for each other make
     # two threads several times slower than one.

@@ -85,7 +85,8 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if session.config.option.collectonly:
         return
-    builds = ["teacher", "encoder"][: max(max((_needs(it) for it in session.items), default=0) - 1, 0)]
+    needs = max((_needs(it) for it in session.items), default=0)
+    builds = {2: ["teacher"], 3: ["teacher", "encoder"]}.get(needs, [])
     if worker in (None, "gw0"):
         session_builds.start_in_background(_shared_base(session.config), builds,
                                            session_pid=os.getppid() if worker else os.getpid())

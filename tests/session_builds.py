@@ -31,15 +31,18 @@ def pretrain_cfg(output_dir: Path, *overrides: str):
 def built_once(base: Path, name: str, build: Callable[[Path], Path]) -> Path:
     """``build(base / name)``'s result path, built by whichever process takes the lock first.
 
-    The others wait on the lock and read the path the builder wrote last (``NAME.path``); a build
-    that failed wrote nothing, so the next process to take the lock builds again and sees the error.
+    The others wait on the lock and read the path the builder wrote last (``NAME.path``, written
+    atomically); a build that failed wrote nothing, so the next process to take the lock builds
+    again and sees the error.
     """
+    from maskalign.atomic import atomic_write_text
+
     folder, done = base / name, base / f"{name}.path"
     folder.mkdir(parents=True, exist_ok=True)
     with open(base / f".{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.is_file():
-            done.write_text(str(build(folder)))
+            atomic_write_text(done, str(build(folder)))
     return Path(done.read_text())
 
 
@@ -64,17 +67,17 @@ def full_encoder(base: Path) -> Path:
 BUILDS = {"teacher": lambda base: full_teacher(), "encoder": full_encoder}
 
 
-def start_in_background(base: Path, builds: list[str], session_pid: int) -> subprocess.Popen | None:
+def start_in_background(base: Path, builds: list[str], session_pid: int) -> None:
     """Start ``builds`` (in order) in a process of their own, alive while ``session_pid`` is.
 
     Its log is ``base/session_builds.log``.
     """
     if not builds:
-        return None
+        return
     base.mkdir(parents=True, exist_ok=True)
     with open(base / "session_builds.log", "ab") as log:
-        return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(base), str(session_pid), *builds],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=os.environ.copy())
+        subprocess.Popen([sys.executable, str(Path(__file__).resolve()), str(base), str(session_pid), *builds],
+                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def _exit_with(pid: int) -> None:

@@ -121,21 +121,15 @@ def test_vitdet_one_iteration(tmp_path: Path, family: str) -> None:
 
 @pytest.mark.slow
 def test_ade20k_dinov2_registers_at_512px_one_iteration(tmp_path: Path) -> None:
-    from ade20k_helpers import require_mmseg, run_cli
+    from ade20k_helpers import crop_overrides, require_mmseg, run_cli
 
     from maskalign.records import read_record
 
     require_mmseg()
     spec = _demo_dinov2(tmp_path / "enc", 4)
-    crop = "(512,512)"
     # the demo UperNet at the paper's 512 px crop; patch 16 as in the ViT-B/16 recipe, which takes a /14 encoder
     args = ["--ckpt", spec, "--output-dir", str(tmp_path), "--name", "reg512",
-            "model.backbone.patch_size=16", "model.neck.rescales=[4,2,1,0.5]",
-            f"model.backbone.img_size={crop}", f"model.data_preprocessor.size={crop}",
-            f"model.test_cfg.crop_size={crop}", "model.test_cfg.stride=(341,341)",
-            "train_dataloader.dataset.pipeline.2.scale=(2048,512)",
-            f"train_dataloader.dataset.pipeline.3.crop_size={crop}",
-            "val_dataloader.dataset.pipeline.1.scale=(2048,512)", "test_dataloader.dataset.pipeline.1.scale=(2048,512)",
+            "model.backbone.patch_size=16", "model.neck.rescales=[4,2,1,0.5]", *crop_overrides(512),
             "train_dataloader.batch_size=2",  # BatchNorm in the pooling module needs two
             "param_scheduler.0.end=1", "param_scheduler.1.begin=1", "param_scheduler.1.end=2",
             "train_cfg.val_interval=1", "default_hooks.checkpoint.interval=1", "train_cfg.max_iters=1",

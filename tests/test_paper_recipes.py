@@ -110,9 +110,9 @@ def test_vitb_finetune_and_linprobe_recipes(tmp_path: Path, mini: Path, vitb_enc
 
 
 def _cli(script: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ)  # one thread (conftest): the recipes run beside another test worker
+    # the session's one intra-op thread (conftest): the recipes run beside another test worker
     return subprocess.run([sys.executable, str(REPO / "transfer" / script), "--local", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, env=env, check=False)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 # The transfer recipes run one step as shipped but for their input size: at the real sizes one CPU step
@@ -167,21 +167,16 @@ def test_upernet_vitb_one_iteration(tmp_path: Path, vitb_encoder: Path) -> None:
     from maskalign.data.demo_world import ensure_ade20k
 
     ade = ensure_ade20k(tmp_path / "ade", image_size=128, train_images=2, val_images=1, seed=0)
-    px, side, stride = UPERNET_PX, UPERNET_PX * 4, UPERNET_PX * 2 // 3  # the recipe's 512, 2048, 341
-    crop = f"({px},{px})"
+    from ade20k_helpers import crop_overrides
+
+    px = UPERNET_PX
     res = _cli("ade20k_upernet.py", "--ckpt", str(vitb_encoder), "--config", "upernet_vit_b16_ade20k_512_160k",
                "--data", str(ade), "--output-dir", str(tmp_path / "out"), "--name", "recipe",
                "train_cfg.max_iters=1", "train_dataloader.batch_size=2", "train_dataloader.num_workers=0",
                "train_dataloader.persistent_workers=False", "val_dataloader.num_workers=0",
                "val_dataloader.persistent_workers=False", "test_dataloader.num_workers=0",
                "test_dataloader.persistent_workers=False", "default_hooks.logger.interval=1",
-               # the crop, the resize and the sliding window at UPERNET_PX instead of 512
-               f"model.backbone.img_size={crop}", f"model.data_preprocessor.size={crop}",
-               f"model.test_cfg.crop_size={crop}", f"model.test_cfg.stride=({stride},{stride})",
-               f"train_dataloader.dataset.pipeline.2.scale=({side},{px})",
-               f"train_dataloader.dataset.pipeline.3.crop_size={crop}",
-               f"val_dataloader.dataset.pipeline.1.scale=({side},{px})",
-               f"test_dataloader.dataset.pipeline.1.scale=({side},{px})")
+               *crop_overrides(px))  # the crop, the resize and the sliding window at px instead of 512
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     work = tmp_path / "out" / "ade20k" / "recipe"
     rec = json.loads((work / "record.json").read_text())
