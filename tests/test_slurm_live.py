@@ -61,10 +61,12 @@ CLUSTER = ("--slurm", "--partition", str(PARTITION), "--gpus-per-node", "0", "--
            "--time", "20", "--signal-delay-s", "60")
 
 
-def submit(*argv: str, script: str = SUBMIT, expect_rc: int = 0) -> tuple[str, list[str]]:
-    """Run an entry script; returns its stdout and the SLURM job ids it submitted."""
+def submit(*argv: str, script: str = SUBMIT, expect_rc: int = 0,
+           env: dict[str, str] | None = None) -> tuple[str, list[str]]:
+    """Run an entry script; returns its stdout and the SLURM job ids it submitted. ``env`` is added
+    to the jobs' environment (a named fault point: ``maskalign.runfolder.faults``)."""
     # the jobs inherit this environment: they import the stand-in tasks' module
-    env = {**os.environ,
+    env = {**os.environ, **(env or {}),
            "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO), os.environ.get("PYTHONPATH", "")])}
     res = subprocess.run([sys.executable, script, *argv], capture_output=True, text=True, timeout=300, check=False,
                          env=env)
@@ -150,13 +152,24 @@ def test_transfer_job_consumes_the_checkpoint(pretrained: tuple[Path, str], root
     assert Path(record["source_checkpoint"]["path"]) == enc.resolve()
 
 
-def _wait_for_epochs(run: Path, job: str, n: int, restart: int) -> None:
-    """Until ``log.jsonl`` holds ``n`` epochs, written by the job's ``restart``-th start."""
+def hold_at(points: str, ready: Path) -> dict[str, str]:
+    """A job's environment holding it at named steps (``EPOCH:ITERATION,...``) until a signal comes;
+    at each it writes ``ready``. Signals then land where the test says, never by timing."""
+    n = len(points.split(","))
+    return {"MASKALIGN_FAULT_AT": points, "MASKALIGN_FAULT": ",".join(["hold"] * n),
+            "MASKALIGN_FAULT_READY": str(ready)}
+
+
+def signal_when_held(ready: Path, run: Path, job: str, command: list[str]) -> None:
+    """Once the job, held at a fault point, has written ``ready``: take the file away (the next hold
+    writes it again) and run ``command`` (``scancel --signal=USR2``, ``scontrol requeue``)."""
     t_end = time.time() + JOB_TIMEOUT_S
-    while not ((run / "log.jsonl").is_file() and len(losses(run)) >= n and f"(restart {restart})" in logs_of(run, job)):
-        assert time.time() < t_end, f"epoch {n} did not finish in time"
+    while not ready.is_file():
+        assert time.time() < t_end, f"the job never reached its fault point\n{logs_of(run, job)}"
         assert jobs.job_state(job)[0] not in jobs.TERMINAL, logs_of(run, job)
         time.sleep(0.5)
+    ready.unlink()
+    subprocess.run([*command, job], check=True, timeout=20)
 
 
 def test_preempted_job_requeues_and_resumes_to_the_same_losses(root: Path, full_demo_teacher: Path) -> None:
@@ -164,20 +177,18 @@ def test_preempted_job_requeues_and_resumes_to_the_same_losses(root: Path, full_
     and requeues), then by ``scontrol requeue`` (SIGTERM, then SIGKILL). The losses of every epoch
     equal those of the same config run without interruption."""
     common = (*CLUSTER, "optim.epochs=4", *TINY, f"output_dir={root}")
+    ready = root / "preempted.ready"
     _, straight = submit(*common, "name=straight")
-    _, preempted = submit(*common, "name=preempted")
+    _, preempted = submit(*common, "name=preempted", env=hold_at("1:4,2:4", ready))
     run, job = root / "pretrain" / "preempted", preempted[0]
-    _wait_for_epochs(run, job, 1, restart=0)
-    assert len(losses(run)) < 3, "the run went too far before it could be interrupted; make it longer"
-    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=20)
-    _wait_for_epochs(run, job, 2, restart=1)
-    assert len(losses(run)) < 4, "the run went too far before it could be interrupted; make it longer"
-    subprocess.run(["scontrol", "requeue", job], check=True, timeout=20)
+    signal_when_held(ready, run, job, ["scancel", "--signal=USR2"])  # epoch 2, after 4 iterations
+    signal_when_held(ready, run, job, ["scontrol", "requeue"])  # epoch 3, after 4, in the requeued job
     states = wait_all([*straight, *preempted])
     assert set(states.values()) == {"COMPLETED"}, (states, logs_of(run, job))
     assert int(scontrol(job)["Restarts"]) == 2
     log = logs_of(run, job)
     assert "Caught signal SIGUSR2" in log and "Requeued job" in log and "(restart 2)" in log
+    assert "stopped by SIGUSR2 at epoch 2, iteration 4/" in log and "stopped by SIGTERM at epoch 3, iteration 4/" in log
     assert log.count("resumed from") == 2
     a, b = losses(root / "pretrain" / "straight"), losses(run)
     assert [e for e, _, _ in b] == [0, 1, 2, 3]

@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pytest
 from runfolder_helpers import tiny_imagenet, tiny_run_args
-from test_slurm_live import CLUSTER, JOB_TIMEOUT_S, PARTITION, logs_of, status_rows, submit, wait_all
+from test_slurm_live import (
+    CLUSTER,
+    JOB_TIMEOUT_S,
+    PARTITION,
+    hold_at,
+    logs_of,
+    signal_when_held,
+    status_rows,
+    submit,
+    wait_all,
+)
 
 from maskalign import jobs
 from maskalign.checkpoint import load_file
@@ -63,15 +73,12 @@ def test_second_submission_and_bad_data_root_are_refused_before_sbatch(data: Pat
 def test_usr2_checkpoints_mid_epoch_and_the_requeued_job_resumes_bit_identical(data: Path, tmp_path: Path) -> None:
     common = tiny_run_args(data, tmp_path, "x", "optim.epochs=2", "data.num_workers=2", "runtime.log_every=1")
     _, straight = submit(*CLUSTER, *[a.replace("name=x", "name=straight") for a in common])
-    _, (job,) = submit(*CLUSTER, *common)
+    ready = tmp_path / "x.ready"
+    _, (job,) = submit(*CLUSTER, *common, env=hold_at("0:5", ready))
     run = tmp_path / "pretrain" / "x"
-    t_end = time.time() + JOB_TIMEOUT_S
-    # The engine has built everything and starts epoch 1 (20 iterations): the signal is handled at
-    # the end of the iteration it lands in.
-    while "it/epoch" not in logs_of(run, job):
-        assert time.time() < t_end and jobs.job_state(job)[0] not in jobs.TERMINAL, logs_of(run, job)
-        time.sleep(0.2)
-    subprocess.run(["scancel", "--signal=USR2", job], check=True, timeout=20)
+    # Held after 5 of epoch 1's 20 iterations, with its two DataLoader workers running: the
+    # signal reaches every process of the job, and the stop is taken at that iteration boundary.
+    signal_when_held(ready, run, job, ["scancel", "--signal=USR2"])
     t_end = time.time() + JOB_TIMEOUT_S
     while "(restart 1)" not in logs_of(run, job):
         assert time.time() < t_end, logs_of(run, job)
@@ -79,7 +86,7 @@ def test_usr2_checkpoints_mid_epoch_and_the_requeued_job_resumes_bit_identical(d
     states = wait_all([*straight, job])
     assert set(states.values()) == {"COMPLETED"}, (states, logs_of(run, job))
     log = logs_of(run, job)
-    assert "stopped by SIGUSR2 at epoch 1, iteration" in log and "Requeued job" in log
+    assert "stopped by SIGUSR2 at epoch 1, iteration 5/20" in log and "Requeued job" in log
     assert "resumed from" in log and ", iteration " in log.split("resumed from", 1)[1].splitlines()[0]
     assert "Traceback" not in log
     assert _losses(run) == _losses(tmp_path / "pretrain" / "straight")

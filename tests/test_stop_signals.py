@@ -94,6 +94,65 @@ def test_forked_child_does_not_inherit_the_handler(handler) -> None:
     assert handler.stop_requested() is None  # and the parent did not take the child's signal for its own
 
 
+def _usr2_then_quiet(worker_id: int) -> None:
+    """SLURM's warning lands in a DataLoader worker before its ``worker_init_fn`` has quieted it."""
+    from maskalign.runfolder.preempt import quiet_worker
+
+    os.kill(os.getpid(), signal.SIGUSR2)
+    quiet_worker(worker_id)
+
+
+def test_usr2_as_workers_start_does_not_kill_them(handler) -> None:
+    """USR2 goes to every process of a SLURM job; one that reached a worker as an epoch started
+    killed it ("DataLoader worker is killed by signal: User defined signal 2") and failed the job."""
+    import torch
+
+    loader = torch.utils.data.DataLoader(torch.arange(16), batch_size=4, num_workers=2,
+                                         worker_init_fn=_usr2_then_quiet,
+                                         multiprocessing_context=multiprocessing.get_context("fork"))
+    assert torch.cat(list(loader)).tolist() == list(range(16))
+    assert handler.stop_requested() is None  # the workers' signals were not the main process's
+
+
+def _usr2_through_the_inherited_handler() -> None:
+    from maskalign.runfolder import preempt
+
+    preempt._on_signal(signal.SIGUSR2, None)  # as if it landed between fork and the at-fork hook
+    sys.exit(0)
+
+
+def test_a_child_ignores_usr2_even_through_the_inherited_handler(handler) -> None:
+    child = multiprocessing.get_context("fork").Process(target=_usr2_through_the_inherited_handler)
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+
+
+def test_a_loop_that_raises_with_quiet_workers_still_exits(tmp_path: Path) -> None:
+    """The workers ignore TERM, so ``multiprocessing``'s exit hook (TERM, then join) waited for them
+    forever when the loop raised (a non-finite loss, a bad image): on SLURM the job held its node
+    until its time limit. The process ends with the error and takes its workers along."""
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, torch
+        from maskalign.runfolder.preempt import install_handler, quiet_worker
+        if __name__ == "__main__":
+            install_handler()
+            loader = torch.utils.data.DataLoader(torch.arange(64), batch_size=2, num_workers=2,
+                                                 worker_init_fn=quiet_worker)
+            it = iter(loader)
+            next(it)
+            open({str(tmp_path / "workers")!r}, "w").write(" ".join(str(w.pid) for w in it._workers))
+            raise RuntimeError("the loop failed")
+    """))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    _, err = proc.communicate(timeout=120)  # a bound, not a timing assertion: before, it never ended
+    assert proc.returncode == 1 and err.rstrip().endswith("RuntimeError: the loop failed"), err
+    workers = [int(w) for w in (tmp_path / "workers").read_text().split()]
+    assert len(workers) == 2 and not any(_alive(w) for w in workers)
+
+
 def test_stuck_demo_world_worker_cannot_hold_a_stopped_job(tmp_path: Path) -> None:
     """TERM to a job whose builder pool has a stuck worker: the job ends, its workers with it."""
     script = tmp_path / "job.py"
@@ -168,8 +227,9 @@ def test_diverging_run_stops_at_the_first_non_finite_step(data: Path, tmp_path: 
     from maskalign.checkpoint import load_file
 
     run = tmp_path / "pretrain" / "r"
-    # epoch 2 (0-based 1), its third iteration's loss is NaN
-    res = run_submit("--local", *tiny_run_args(data, tmp_path, "r", "data.num_workers=0"),
+    # epoch 2 (0-based 1), its third iteration's loss is NaN; with DataLoader workers, which once
+    # kept the failed process from exiting
+    res = run_submit("--local", *tiny_run_args(data, tmp_path, "r", "data.num_workers=2"),
                      env={**os.environ, "PYTHONPATH": str(REPO), "MASKALIGN_FAULT_AT": "1:2",
                           "MASKALIGN_FAULT": "nan"})
     assert res.returncode == 2, res.stderr

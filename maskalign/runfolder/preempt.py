@@ -11,20 +11,29 @@ arbitrary bytecode and lets the DataLoader workers die in mid-batch. Instead:
   process at once: the handler raises ``Stopped`` (exit status 128 + signal), so ``finally``
   blocks release the run folder's lock. Between ``enter_step_loop()`` and ``leave_step_loop()`` a signal only records
   itself; USR2 always only records itself. A second signal always ends the process at once;
-* a child process never acts on these handlers: a ``fork`` hook puts the default actions back in
-  every forked child (a DataLoader worker, a ``multiprocessing`` worker), so a child ends on TERM
-  as it would without this module, and a pool's ``terminate()`` ends its workers;
+* a child process never acts on these handlers: a ``fork`` hook puts the default actions of TERM
+  and INT back in every forked child (a DataLoader worker, a ``multiprocessing`` worker), so a
+  child ends on TERM as it would without this module, and a pool's ``terminate()`` ends its
+  workers. USR2 is ignored in a child from its first instruction: SLURM sends it to every process
+  of the job, and its default action would kill a DataLoader worker that has not yet reached
+  ``quiet_worker`` (a signal that lands as an epoch starts), failing the job instead of requeueing it;
 * the loop calls ``stop_requested()`` at every iteration boundary, writes a mid-epoch checkpoint
   and then calls ``stop_now()``: after USR2 inside a submitit job it runs submitit's own handler,
   which pickles the task again, requeues the job (same id) and exits; otherwise (TERM, or a run
   on this machine) it raises ``Stopped``, a ``SystemExit`` with status 128 + signal, so the
   DataLoader iterator is shut down normally on the way out and no traceback is printed;
 * ``quiet_worker`` (the DataLoader's ``worker_init_fn``) makes workers ignore both signals: only the
-  main process decides, and it shuts them down.
+  main process decides, and it shuts them down. When it cannot (the loop raised, and the iterator
+  that owns them is held by the traceback), ``multiprocessing`` would end its daemonic children
+  at exit with TERM and wait for them forever: the job would hold its node until its time limit.
+  So the main process kills what is left of them at exit (``_end_quiet_workers``).
 """
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util  # its exit hook is registered at import: ours must come later, to run first
 import os
 import signal
 import threading
@@ -46,6 +55,8 @@ class Stopped(SystemExit):
 
 def _on_signal(signum: int, frame: Any) -> None:
     if os.getpid() != _state["owner"]:  # a child forked before the at-fork hook could run: act as if uncaught
+        if signum == signal.SIGUSR2:  # ... except for the job's warning, which only the main process heeds
+            return
         signal.signal(signum, signal.SIG_DFL)
         os.kill(os.getpid(), signum)
         return
@@ -67,12 +78,30 @@ def _reset_in_child() -> None:
     _state.update(signal=None, owner=None, in_loop=False)
     for s in saved:
         try:
-            signal.signal(s, signal.SIG_DFL)
+            signal.signal(s, signal.SIG_IGN if s == signal.SIGUSR2 else signal.SIG_DFL)
         except (ValueError, OSError):
             pass
 
 
 os.register_at_fork(after_in_child=_reset_in_child)
+
+
+def _end_quiet_workers() -> None:
+    """At exit of the process that installed the handler: SIGKILL the daemonic children still
+    alive. They are DataLoader workers left behind by a loop that raised; they ignore TERM
+    (``quiet_worker``), so ``multiprocessing``'s own exit hook, which runs after this one,
+    would wait for them forever. After a normal end their iterator has joined them already."""
+    if os.getpid() != _state["owner"]:
+        return
+    left = [child for child in multiprocessing.active_children() if child.daemon]
+    if not left:
+        return
+    # torch's SIGCHLD handler raises when one of its workers dies; at exit, nobody is listening.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in left:
+        child.kill()
+    for child in left:
+        child.join(timeout=30)
 
 
 def enter_step_loop() -> None:
@@ -95,6 +124,8 @@ def install_handler() -> Callable[[], None]:
     _state.update(signal=None, owner=os.getpid(), in_loop=False, saved={s: signal.getsignal(s) for s in SIGNALS})
     for s in SIGNALS:
         signal.signal(s, _on_signal)
+    atexit.unregister(_end_quiet_workers)  # once, however many runs this process starts
+    atexit.register(_end_quiet_workers)
     return restore
 
 
