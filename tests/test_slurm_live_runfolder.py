@@ -49,7 +49,7 @@ def _losses(run: Path) -> list[tuple[int, float, int]]:
 
 def test_second_submission_and_bad_data_root_are_refused_before_sbatch(data: Path, tmp_path: Path) -> None:
     args = tiny_run_args(data, tmp_path, "twice", "optim.epochs=1", "data.num_workers=0")
-    out, ids = submit(*CLUSTER, *args, "--sbatch", "begin=now+120")  # held back: still pending on resubmission
+    out, ids = submit(*CLUSTER, *args, "--sbatch", "hold")  # held (sbatch --hold): pending until cancelled
     assert len(ids) == 1, out
     try:
         before = set((jobs.slurm_jobs() or {}).keys())
