@@ -75,7 +75,21 @@ def submit(*argv: str, script: str = SUBMIT, expect_rc: int = 0,
     array = re.search(r"as SLURM job array (\d+) of (\d+)", res.stdout)
     if array:
         ids += [f"{array.group(1)}_{i}" for i in range(int(array.group(2)))]
+    _SUBMITTED.extend(ids)
     return res.stdout + res.stderr, ids
+
+
+_SUBMITTED: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def cancel_leftover_jobs():
+    """A failed test's jobs must not hold the one-node cluster, where every later test's job would
+    wait behind them and fail too: what a test submitted and left running is cancelled after it."""
+    first = len(_SUBMITTED)
+    yield
+    if _SUBMITTED[first:]:
+        subprocess.run(["scancel", *_SUBMITTED[first:]], capture_output=True, timeout=20, check=False)
 
 
 def wait_all(ids: list[str], timeout: float = JOB_TIMEOUT_S) -> dict[str, str]:

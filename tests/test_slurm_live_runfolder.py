@@ -19,6 +19,7 @@ from test_slurm_live import (
     CLUSTER,
     JOB_TIMEOUT_S,
     PARTITION,
+    cancel_leftover_jobs,  # noqa: F401  (autouse here too)
     hold_at,
     logs_of,
     signal_when_held,

@@ -153,6 +153,32 @@ def test_a_loop_that_raises_with_quiet_workers_still_exits(tmp_path: Path) -> No
     assert len(workers) == 2 and not any(_alive(w) for w in workers)
 
 
+def test_the_requeue_command_outlives_the_term_that_the_requeue_sends(handler) -> None:
+    """submitit requeues with ``scontrol requeue``, and the requeue sends TERM to every process of
+    the job: on a loaded machine it reached scontrol before it exited, and the requeue that had
+    worked was recorded as a failure. Here the command receives that TERM while it runs."""
+    outcome = []
+
+    def submitit_handler(signum: int, frame: object) -> None:  # what submitit's does, in short
+        res = subprocess.run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGTERM); "
+                              "print('requeued')"], capture_output=True, text=True, timeout=120, check=False)
+        outcome.append((res.returncode, res.stdout.strip()))
+        sys.exit(0)
+
+    handler.restore()
+    previous = {s: signal.getsignal(s) for s in handler.SIGNALS}
+    signal.signal(signal.SIGUSR2, submitit_handler)
+    try:
+        handler.install_handler()
+        handler.request_stop(signal.SIGUSR2)
+        with pytest.raises(SystemExit):
+            handler.stop_now("checkpointed")
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    assert outcome == [(0, "requeued")]
+
+
 def test_stuck_demo_world_worker_cannot_hold_a_stopped_job(tmp_path: Path) -> None:
     """TERM to a job whose builder pool has a stuck worker: the job ends, its workers with it."""
     script = tmp_path / "job.py"

@@ -159,6 +159,11 @@ def stop_now(message: str) -> None:
     previous = _state["saved"].get(signum)
     restore()
     if signum == signal.SIGUSR2 and callable(previous):
+        # The requeue makes SLURM send TERM to every process of the job, ``scontrol requeue`` itself
+        # included if it has not exited yet: killed, it failed the requeue that had just worked. An
+        # ignored signal stays ignored across exec, so the child ignores it too; this process is
+        # leaving anyway (SIGKILL still follows after the cluster's KillWait).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         previous(signum, None)  # submitit: checkpoint() -> pickle the task, scontrol requeue, sys.exit
     raise Stopped(signum, message)
 
