@@ -82,3 +82,32 @@ def test_malformed_coco_annotation_is_one_line(coco_copy: Path, tmp_path: Path, 
     msg = str(e.value)
     assert msg.startswith(f"{ann}: image id {target['image_id']}, annotation ") and needle in msg, msg
     assert "\n" not in msg
+
+
+def test_the_layout_check_reads_what_imagefolder_reads(tmp_path: Path) -> None:
+    """The layout check spells torchvision's extension list out (importing torchvision costs seconds
+    per process); if torchvision's changes, so must this one."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    from maskalign.data.layout import READABLE
+
+    assert READABLE == IMG_EXTENSIONS
+
+
+def test_a_submission_is_checked_without_importing_torch(tmp_path: Path) -> None:
+    """``pretrain/submit.py --slurm`` validates its data, teacher and run folder before sbatch; none
+    of that needs torch, which alone costs seconds of CPU per submission (a sweep submits many)."""
+    (tmp_path / "in" / "train" / "n01").mkdir(parents=True)
+    (tmp_path / "in" / "train" / "n01" / "a.JPEG").write_bytes(b"")
+    code = f"""
+import sys
+from maskalign.config import config_dir, load_config
+from maskalign.engine.preflight import validate
+cfg = load_config(None, ["data.dataset=imagenet", "data.root={tmp_path / 'in'}", "output_dir={tmp_path / 'out'}"],
+                  config_dir("pretrain"))
+validate(cfg)
+print(sorted(m for m in ("torch", "torchvision", "timm") if m in sys.modules))
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "[]"

@@ -7,37 +7,15 @@ split folder, or a class folder without images, is refused up front with one lin
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.folder import IMG_EXTENSIONS as READABLE
 
+from maskalign.data.layout import check_split_dir
 from maskalign.errors import DataError
-
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def check_split_dir(root: Path, split: str) -> Path:
-    d = Path(root) / split
-    if not d.is_dir():
-        raise DataError(f"data folder not found: {d} (expected <root>/{split}/<class>/<image>.JPEG)")
-    classes = sorted(p for p in d.iterdir() if p.is_dir())
-    if not classes:
-        raise DataError(f"data folder {d} has no class folders (expected <root>/{split}/<class>/<image>.JPEG)")
-    for cls in classes:  # one entry per folder is enough: an empty class stops here, not mid-epoch
-        if not _has_image(cls):
-            raise DataError(f"{cls}: class folder holds no image file ({', '.join(READABLE[:3])}, ...); "
-                            "add its images or remove the folder")
-    return d
-
-
-def _has_image(folder: Path) -> bool:
-    with os.scandir(folder) as entries:
-        return any(e.name.lower().endswith(READABLE) for e in entries)
 
 
 def _pil_rgb(path: str) -> Image.Image:

@@ -14,14 +14,18 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from maskalign.checkpoint import CheckpointError, load_encoder_state, load_file
 from maskalign.config import ConfigError
+from maskalign.errors import CheckpointError
 from maskalign.runfolder.lock import RunFolderError, read_holder
 from maskalign.runfolder.slurm_env import ALIVE_STATES, job_state
+from maskalign.tasks.spec import run_folder
+
+# torch is imported only where a file must be read (a local teacher, a saved config beside a
+# checkpoint): a submission, or a refused path, answers in well under a second.
 
 
 def check_data(cfg: Any) -> None:
-    from maskalign.data.imagenet import check_split_dir
+    from maskalign.data.layout import check_split_dir
 
     if cfg.data.dataset == "imagenet":
         if not cfg.data.root:
@@ -37,6 +41,7 @@ def check_teacher(cfg: Any) -> None:
         return
     if not cfg.teacher.checkpoint:
         raise ConfigError("teacher.backend=local needs teacher.checkpoint (an encoder.pth exported by this project)")
+    from maskalign.checkpoint import load_encoder_state, load_file
     from maskalign.teachers.demo_teacher import is_token_cnn
 
     path = Path(str(cfg.teacher.checkpoint))
@@ -60,9 +65,11 @@ def check_run_folder(out: Path, cfg: Any) -> None:
         raise RunFolderError(f"{out}: SLURM job {job} of this run is {state.lower()} already; "
                              f"wait for it or scancel {job} before submitting again")
     saved = out / "config.yaml"
+    if not saved.is_file() or getattr(cfg.runtime, "restart", False):
+        return
     from maskalign.checkpoint import latest_checkpoint
 
-    if saved.is_file() and latest_checkpoint(out) is not None and not getattr(cfg.runtime, "restart", False):
+    if latest_checkpoint(out) is not None:
         from maskalign.config import to_plain
         from maskalign.runfolder.resume import config_differences
 
@@ -76,8 +83,6 @@ def check_run_folder(out: Path, cfg: Any) -> None:
 
 def validate(cfg: Any) -> None:
     """Every check that can be made on the submitting machine; raises a one-line ``UserError``."""
-    from maskalign.engine.pretrain import run_dir
-
     check_data(cfg)
     check_teacher(cfg)
-    check_run_folder(run_dir(cfg), cfg)
+    check_run_folder(run_folder(str(cfg.output_dir), "pretrain", str(cfg.name)), cfg)

@@ -146,7 +146,7 @@ def _train(cfg: Any, info: DistInfo, run: RunFolder, stop_flag: Any) -> dict[str
     fault_at_start()  # tests only: a stop before the teacher, the data set and the loop
     if cfg.data.dataset == "imagenet" and cfg.data.root:
         # Fail on a wrong data path before a teacher is downloaded or trained.
-        from maskalign.data.imagenet import check_split_dir
+        from maskalign.data.layout import check_split_dir
 
         check_split_dir(Path(cfg.data.root), "train")
     objective = build_objective(cfg).to(info.device)
