@@ -19,7 +19,7 @@ READABLE = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".
 
 
 def check_split_dir(root: Path, split: str) -> Path:
-    """``root/split``, if it holds class folders that each hold at one readable image at least."""
+    """``root/split``, if it holds class folders and each holds at least one readable image."""
     d = Path(root) / split
     if not d.is_dir():
         raise DataError(f"data folder not found: {d} (expected <root>/{split}/<class>/<image>.JPEG)")
