@@ -72,24 +72,31 @@ def test_matrix_image_keeps_rows_and_columns() -> None:
     assert bottom_left[2] > 0.3 and bottom_left[0] < 0.3  # viridis at 0: (0.27, 0.00, 0.33)
 
 
-def test_data_wait_fraction_is_the_time_spent_in_the_loader(tmp_path: Path) -> None:
-    import time
+def test_data_wait_fraction_is_the_time_spent_in_the_loader(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a clock of the test's own (never the machine's speed): each batch takes 0.05 s to arrive
+    and each step 0.15 s, so a quarter of the time is spent waiting, and 4 x 10 images in 0.8 s."""
+    import types
 
-    def slow():
+    import maskalign.monitor
+
+    now = [100.0]
+    monkeypatch.setattr(maskalign.monitor, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+
+    def loader():
         for i in range(4):
-            time.sleep(0.05)
+            now[0] += 0.05
             yield i
 
     mon = TrainMonitor(tmp_path, is_main=True, device=torch.device("cpu"), log_every=4)
-    for it, _ in enumerate(mon.timed(slow())):
-        time.sleep(0.05)  # the "step": as long as the wait
+    for it, _ in enumerate(mon.timed(loader())):
+        now[0] += 0.15  # the step
         mon.iteration(it, it + 1, torch.tensor(0.0), {}, 1e-3, 10)
     mon.close()
     acc = _events(tmp_path / "tensorboard")
     (step, frac), = _series(acc, "train/data_wait_fraction")
-    assert step == 4 and 0.35 < frac < 0.65
+    assert step == 4 and frac == pytest.approx(0.25)
     (_, ips), = _series(acc, "train/images_per_s")
-    assert 60 < ips < 110  # 40 images in ~0.4 s
+    assert ips == pytest.approx(40 / 0.8)
 
 
 def test_mmseg_config_gets_a_tensorboard_backend(tmp_path: Path) -> None:
