@@ -21,6 +21,7 @@ from test_slurm_live import (
     PARTITION,
     cancel_leftover_jobs,  # noqa: F401  (autouse here too)
     hold_at,
+    jobs_named,
     logs_of,
     signal_when_held,
     status_rows,
@@ -28,7 +29,6 @@ from test_slurm_live import (
     wait_all,
 )
 
-from maskalign import jobs
 from maskalign.checkpoint import load_file
 
 pytestmark = [
@@ -50,20 +50,21 @@ def _losses(run: Path) -> list[tuple[int, float, int]]:
 
 def test_second_submission_and_bad_data_root_are_refused_before_sbatch(data: Path, tmp_path: Path) -> None:
     args = tiny_run_args(data, tmp_path, "twice", "optim.epochs=1", "data.num_workers=0")
+    earlier = set(jobs_named("pretrain:twice")) | set(jobs_named("pretrain:nodata"))  # earlier runs' jobs, still listed
     out, ids = submit(*CLUSTER, *args, "--sbatch", "hold")  # held (sbatch --hold): pending until cancelled
     assert len(ids) == 1, out
     try:
-        before = set((jobs.slurm_jobs() or {}).keys())
         out2, ids2 = submit(*CLUSTER, *args, expect_rc=2)
         errors = [ln for ln in out2.splitlines() if ln.startswith("error:")]
         assert errors == [(f"error: {tmp_path}/pretrain/twice: SLURM job {ids[0]} of this run is pending already; "
                            f"wait for it or scancel {ids[0]} before submitting again")], out2
-        assert not ids2 and set((jobs.slurm_jobs() or {}).keys()) == before
+        assert not ids2 and set(jobs_named("pretrain:twice")) - earlier == set(ids)  # the held one only
         bad = tiny_run_args(tmp_path / "no-data", tmp_path, "nodata")
         out3, ids3 = submit(*CLUSTER, *bad, expect_rc=2)
         assert [ln for ln in out3.splitlines() if ln.startswith("error:")] == [
             f"error: data folder not found: {tmp_path}/no-data/train (expected <root>/train/<class>/<image>.JPEG)"]
-        assert not ids3 and not (tmp_path / "pretrain" / "nodata").exists()
+        assert not ids3 and not set(jobs_named("pretrain:nodata")) - earlier
+        assert not (tmp_path / "pretrain" / "nodata").exists()
     finally:
         subprocess.run(["scancel", ids[0]], check=False, timeout=20)
     wait_all(ids)
