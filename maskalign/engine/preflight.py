@@ -24,6 +24,11 @@ from maskalign.tasks.spec import run_folder
 # checkpoint): a submission, or a refused path, answers in well under a second.
 
 
+def run_dir(cfg: Any) -> Path:
+    """A pre-training config's run folder, by the one rule of every task (:func:`maskalign.tasks.spec.run_folder`)."""
+    return run_folder(str(cfg.output_dir), "pretrain", str(cfg.name))
+
+
 def check_data(cfg: Any) -> None:
     from maskalign.data.layout import check_split_dir
 
@@ -85,4 +90,4 @@ def validate(cfg: Any) -> None:
     """Every check that can be made on the submitting machine; raises a one-line ``UserError``."""
     check_data(cfg)
     check_teacher(cfg)
-    check_run_folder(run_folder(str(cfg.output_dir), "pretrain", str(cfg.name)), cfg)
+    check_run_folder(run_dir(cfg), cfg)

@@ -29,6 +29,7 @@ from maskalign.config import ConfigError, to_plain
 from maskalign.data.decode import pretrain_loader
 from maskalign.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from maskalign.engine.optim import build_adamw, cosine_lr, param_groups, scaled_lr, set_lr
+from maskalign.engine.preflight import run_dir
 from maskalign.engine.rng import rng_state, seed_everything, set_rng_state
 from maskalign.errors import PathError
 from maskalign.labels import backbone_label
@@ -48,12 +49,6 @@ from maskalign.runfolder.preempt import (
 )
 from maskalign.runfolder.resume import RunFolder, finished_summary, open_run
 from maskalign.runfolder.slurm_env import current_job_id
-from maskalign.tasks.spec import run_folder
-
-
-def run_dir(cfg: Any) -> Path:
-    """The run folder, by the one rule of every task (:func:`maskalign.tasks.spec.run_folder`)."""
-    return run_folder(str(cfg.output_dir), "pretrain", str(cfg.name))
 
 
 def build_train_set(cfg: Any, objective: Objective):
