@@ -31,6 +31,15 @@ def tiny_run_args(data_root: Path, output_dir: Path, name: str, *extra: str) -> 
             "optim.warmup_epochs=1", f"output_dir={output_dir}", f"name={name}", *extra]
 
 
+def hold_at(points: str, ready: Path) -> dict[str, str]:
+    """A job's environment holding it at named steps (``EPOCH:ITERATION`` or ``start``, comma-separated)
+    until a signal comes; at each it writes ``ready`` (``maskalign.runfolder.faults``). Signals then
+    land where the test says, never by timing."""
+    n = len(points.split(","))
+    return {"MASKALIGN_FAULT_AT": points, "MASKALIGN_FAULT": ",".join(["hold"] * n),
+            "MASKALIGN_FAULT_READY": str(ready)}
+
+
 def run_submit(*argv: str, env: dict[str, str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, SUBMIT, *argv], capture_output=True, text=True, timeout=timeout,
                           env=env, check=False)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runfolder_helpers import REPO, SUBMIT, mount_tmpfs, run_submit, tiny_imagenet, tiny_run_args, umount
+from runfolder_helpers import REPO, SUBMIT, hold_at, mount_tmpfs, run_submit, tiny_imagenet, tiny_run_args, umount
 
 pytestmark = pytest.mark.slow
 
@@ -114,8 +114,7 @@ def test_usr2_mid_epoch_checkpoints_and_resumes_bit_identical(straight: Path, da
 
     run, held = tmp_path / "pretrain" / "r", tmp_path / "held"
     # The job holds at epoch 2 after 3 iterations until it is signalled: deterministic on any load.
-    proc = _start(data, tmp_path, "r", env={"MASKALIGN_FAULT_AT": "1:3", "MASKALIGN_FAULT": "hold",
-                                            "MASKALIGN_FAULT_READY": str(held)})
+    proc = _start(data, tmp_path, "r", env=hold_at("1:3", held))
     _wait_for(held.is_file, proc)
     second = run_submit("--local", *tiny_run_args(data, tmp_path, "r", "optim.epochs=3", "data.num_workers=2"))
     assert second.returncode == 2

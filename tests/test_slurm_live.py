@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from runfolder_helpers import hold_at
 
 from maskalign import jobs
 
@@ -173,14 +174,6 @@ def test_transfer_job_consumes_the_checkpoint(pretrained: tuple[Path, str], root
     record = json.loads((run / "record.json").read_text())
     assert record["task"] == "finetune"
     assert Path(record["source_checkpoint"]["path"]) == enc.resolve()
-
-
-def hold_at(points: str, ready: Path) -> dict[str, str]:
-    """A job's environment holding it at named steps (``EPOCH:ITERATION,...``) until a signal comes;
-    at each it writes ``ready``. Signals then land where the test says, never by timing."""
-    n = len(points.split(","))
-    return {"MASKALIGN_FAULT_AT": points, "MASKALIGN_FAULT": ",".join(["hold"] * n),
-            "MASKALIGN_FAULT_READY": str(ready)}
 
 
 def signal_when_held(ready: Path, run: Path, job: str, command: list[str]) -> None:

@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from runfolder_helpers import tiny_imagenet, tiny_run_args
+from runfolder_helpers import hold_at, tiny_imagenet, tiny_run_args
 from test_slurm_live import (
     CLUSTER,
     JOB_TIMEOUT_S,
     PARTITION,
     cancel_leftover_jobs,  # noqa: F401  (autouse here too)
-    hold_at,
     jobs_named,
     logs_of,
     signal_when_held,

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runfolder_helpers import REPO, SUBMIT, run_submit, tiny_imagenet, tiny_run_args
+from runfolder_helpers import REPO, SUBMIT, hold_at, run_submit, tiny_imagenet, tiny_run_args
 
 
 def _wait_for(pred, proc: subprocess.Popen, timeout: float = 600) -> None:
@@ -230,8 +230,7 @@ def test_signal_before_the_loop_ends_the_job(data: Path, tmp_path: Path, sig: in
     """Held at the start (before the teacher, the data set, a demo world), the job ends on the
     signal: nothing written, the lock released, one line; before, it ran on to the first step."""
     held, run = tmp_path / "held", tmp_path / "pretrain" / "r"
-    proc = _start(data, tmp_path, {"MASKALIGN_FAULT_AT": "start", "MASKALIGN_FAULT": "hold",
-                                   "MASKALIGN_FAULT_READY": str(held)})
+    proc = _start(data, tmp_path, hold_at("start", held))
     _wait_for(held.is_file, proc)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
